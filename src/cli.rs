@@ -1,0 +1,70 @@
+//! The command tree.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the command ran and failed, or `--check` found problems
+  2  usage, config or input error (a missing or invalid file, a bad pattern)";
+
+/// hoist: a monorepo's container-image pipeline, from commit to production tag.
+#[derive(Debug, Parser)]
+#[command(name = "hoist", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Run as if started in DIR (relative paths are read from there).
+    #[arg(short = 'C', value_name = "DIR", default_value = ".", global = true)]
+    pub dir: PathBuf,
+
+    /// The config file [default: hoist.yaml in DIR, when present].
+    #[arg(long, value_name = "FILE", env = "HOIST_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decide whether a push selects the pipeline, from the workflow's `on.push` filters.
+    #[command(after_help = EXIT_CODES)]
+    Changes(ChangesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChangesArgs {
+    /// The workflow whose `on.push` filters decide [default: .gitea/workflows/publish-workspace-server-image.yml,
+    /// or `workflow` in hoist.yaml, or HOIST_WORKFLOW].
+    #[arg(long, value_name = "FILE")]
+    pub workflow: Option<PathBuf>,
+
+    /// The pushed ref, refs/heads/<branch> or refs/tags/<tag> [default: GITHUB_REF, else the current branch].
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+
+    /// Read the changed files from FILE, one path per line (`-` for stdin), instead of git.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "head"])]
+    pub files_from: Option<PathBuf>,
+
+    /// The commit before the push [default: `before` of the push event at GITHUB_EVENT_PATH, else HEAD~1].
+    #[arg(long, value_name = "SHA", requires = "head")]
+    pub base: Option<String>,
+
+    /// The commit after the push [default: `after` of the push event, else HEAD].
+    #[arg(long, value_name = "SHA", requires = "base")]
+    pub head: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Lint the workflow's filters instead of deciding; exit 1 when something is found.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}

@@ -1,0 +1,219 @@
+//! `hoist changes`: does this push select the pipeline?
+
+use crate::changes::{self, ChangedFiles, Decision, PushRef, Trigger};
+use crate::ci::Ci;
+use crate::cli::{ChangesArgs, Format};
+use crate::config::{self, Config, Overrides};
+use crate::error::{EXIT_FAILED, Error, Location, Result};
+use crate::git;
+use crate::lint::{self, Finding};
+use crate::workflow::Workflow;
+use serde::Deserialize;
+use std::io::Read;
+use std::path::Path;
+
+/// How many matched files the text output lists before "and N more".
+const LISTED_FILES: usize = 20;
+
+pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -> Result<u8> {
+    let overrides = Overrides {
+        workflow: args.workflow.clone(),
+    };
+    let config = Config::load(dir, config_file, overrides, |name| std::env::var(name).ok())?;
+    let workflow = Workflow::read(&config.workflow)?;
+    if args.check {
+        return check(&config, &workflow, args.format, ci);
+    }
+    let trigger = Trigger::of(&workflow)?;
+    let push = Push::resolve(&config, &args)?;
+    let decision = changes::decide(&trigger, push.git_ref.as_ref(), &push.changed)?;
+    match args.format {
+        Format::Text => print!("{}", text(&decision)),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&decision).expect("a decision serialises")
+        ),
+    }
+    ci.set_output("run", if decision.run { "true" } else { "false" })?;
+    ci.add_summary(&summary(&workflow, &decision))?;
+    Ok(0)
+}
+
+/// The push being decided: its ref and the files it changed.
+struct Push {
+    git_ref: Option<PushRef>,
+    changed: ChangedFiles,
+}
+
+/// The fields of a push event payload (`GITHUB_EVENT_PATH`) that matter here.
+#[derive(Debug, Default, Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+impl Push {
+    fn resolve(config: &Config, args: &ChangesArgs) -> Result<Push> {
+        let event = read_event()?;
+        // Git is needed for the changed files unless they are given, and
+        // perhaps for the current branch.
+        let (changed, repo) = match &args.files_from {
+            Some(source) => (
+                ChangedFiles::Known(read_file_list(&config.root, source)?),
+                None,
+            ),
+            None => {
+                let (base, head) = match (&args.base, &args.head, &event) {
+                    (Some(base), Some(head), _) => (Some(base.as_str()), head.as_str()),
+                    (
+                        _,
+                        _,
+                        Some(PushEvent {
+                            before: Some(before),
+                            after: Some(after),
+                            ..
+                        }),
+                    ) => (Some(before.as_str()), after.as_str()),
+                    _ => (None, "HEAD"),
+                };
+                let repo = git::open(&config.root)?;
+                (git::changed_files(&repo, base, head)?, Some(repo))
+            }
+        };
+        let given = args
+            .git_ref
+            .clone()
+            .or_else(|| std::env::var("GITHUB_REF").ok().filter(|r| !r.is_empty()))
+            .or_else(|| event.and_then(|e| e.git_ref));
+        let git_ref = match given {
+            Some(r) => Some(r),
+            None => repo
+                .or_else(|| git::open(&config.root).ok())
+                .and_then(|r| git::current_branch(&r)),
+        };
+        let git_ref = git_ref.map(|r| PushRef::parse(&r)).transpose()?;
+        Ok(Push { git_ref, changed })
+    }
+}
+
+fn read_event() -> Result<Option<PushEvent>> {
+    let Some(path) = std::env::var_os("GITHUB_EVENT_PATH").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = Path::new(&path);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::unreadable("push event (GITHUB_EVENT_PATH)", path, e))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Error::input(format!(
+            "the push event {} is not valid JSON",
+            path.display()
+        ))
+        .at(Location::new(path, e.line(), Some(e.column())))
+        .caused_by(e)
+    })
+}
+
+/// Reads changed paths, one a line, from a file or stdin (`-`).
+fn read_file_list(root: &Path, source: &Path) -> Result<Vec<String>> {
+    let text = if source == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::input("cannot read the changed files from stdin").caused_by(e))?;
+        text
+    } else {
+        let path = config::resolve(root, source);
+        std::fs::read_to_string(&path).map_err(|e| Error::unreadable("file list", &path, e))?
+    };
+    let mut files: Vec<String> = text
+        .lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.strip_prefix("./").unwrap_or(line).to_string())
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn text(decision: &Decision) -> String {
+    let verdict = if decision.run { "run" } else { "skip" };
+    let mut out = format!("{verdict}: {}\n", decision.reason);
+    for file in decision.matched.iter().take(LISTED_FILES) {
+        out.push_str(&format!("  {file}\n"));
+    }
+    if decision.matched.len() > LISTED_FILES {
+        out.push_str(&format!(
+            "  and {} more\n",
+            decision.matched.len() - LISTED_FILES
+        ));
+    }
+    out
+}
+
+fn summary(workflow: &Workflow, decision: &Decision) -> String {
+    let verdict = if decision.run { "**run**" } else { "**skip**" };
+    let mut out = format!(
+        "### hoist changes\n\n{verdict}: {} (`{}`)\n\n",
+        decision.reason,
+        workflow.path.display()
+    );
+    if !decision.matched.is_empty() {
+        out.push_str("| matched files |\n|---|\n");
+        for file in decision.matched.iter().take(LISTED_FILES) {
+            out.push_str(&format!("| `{file}` |\n"));
+        }
+        if decision.matched.len() > LISTED_FILES {
+            out.push_str(&format!(
+                "| and {} more |\n",
+                decision.matched.len() - LISTED_FILES
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn check(config: &Config, workflow: &Workflow, format: Format, ci: &Ci) -> Result<u8> {
+    let repo = git::open(&config.root)?;
+    let tracked = git::tracked_files(&repo)?;
+    let findings = lint::lint(workflow, &tracked);
+    let file = workflow.path.display();
+    match format {
+        Format::Text => {
+            for f in &findings {
+                println!("{}", finding_line(&file.to_string(), f));
+            }
+            let count = findings.len();
+            match count {
+                0 => println!("{file}: no findings"),
+                1 => println!("{file}: 1 finding"),
+                _ => println!("{file}: {count} findings"),
+            }
+        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&findings).expect("findings serialise")
+        ),
+    }
+    for f in &findings {
+        let location = Location::new(&workflow.path, f.line, None);
+        if let Some(annotation) = ci.annotation(
+            "error",
+            Some(&location),
+            &finding_line(&file.to_string(), f),
+        ) {
+            println!("{annotation}");
+        }
+    }
+    Ok(if findings.is_empty() { 0 } else { EXIT_FAILED })
+}
+
+fn finding_line(file: &str, f: &Finding) -> String {
+    match &f.pattern {
+        Some(pattern) => format!("{file}:{}: {}: '{pattern}' {}", f.line, f.filter, f.message),
+        None => format!("{file}:{}: {}: {}", f.line, f.filter, f.message),
+    }
+}

@@ -1,0 +1,123 @@
+//! The local git repository, through git2: which files a push changed, the
+//! files tracked at HEAD, the current branch.
+
+use crate::changes::ChangedFiles;
+use crate::error::{Error, Result};
+use git2::{DiffFindOptions, ObjectType, Oid, Repository, Tree};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+pub fn open(dir: &Path) -> Result<Repository> {
+    Repository::discover(dir).map_err(|e| {
+        Error::input(format!("{} is not in a git repository", dir.display()))
+            .caused_by(e.message())
+            .hint("run hoist inside a clone, pass -C <dir>, or give the changed files with --files-from")
+    })
+}
+
+/// `refs/heads/<name>` of the checked-out branch, or `None` when HEAD is
+/// detached or unborn.
+pub fn current_branch(repo: &Repository) -> Option<String> {
+    let head = repo.head().ok()?;
+    if !head.is_branch() {
+        return None;
+    }
+    head.name().ok().map(str::to_string)
+}
+
+fn is_zero_sha(rev: &str) -> bool {
+    !rev.is_empty() && rev.chars().all(|c| c == '0')
+}
+
+/// The files changed between `base` and `head` (commits or revisions),
+/// sorted; a rename counts both its paths. `base = None` means the head
+/// commit's parent, or the empty tree for a root commit.
+///
+/// A base of all zeros (a new branch) or one missing from this clone (a
+/// shallow checkout) gives [`ChangedFiles::Unknown`]: hoist does not guess.
+pub fn changed_files(repo: &Repository, base: Option<&str>, head: &str) -> Result<ChangedFiles> {
+    if is_zero_sha(head) {
+        return Ok(ChangedFiles::RefDeleted);
+    }
+    let head_commit = repo
+        .revparse_single(head)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| {
+            Error::input(format!("commit {head} is not in the repository"))
+                .caused_by(e.message())
+                .hint("fetch it first, or check --head and the push event")
+        })?;
+    let head_tree = head_commit.tree().map_err(git_failed)?;
+    let base_tree: Option<Tree> = match base {
+        Some(base) if is_zero_sha(base) => {
+            return Ok(ChangedFiles::Unknown(
+                "the push created a new branch (base is all zeros)".into(),
+            ));
+        }
+        Some(base) => match repo
+            .revparse_single(base)
+            .and_then(|o| o.peel(ObjectType::Commit))
+        {
+            Ok(commit) => Some(commit.peel_to_tree().map_err(git_failed)?),
+            Err(_) => {
+                return Ok(ChangedFiles::Unknown(format!(
+                    "base commit {base} is not in this clone (a shallow checkout?)"
+                )));
+            }
+        },
+        None => match head_commit.parent(0) {
+            Ok(parent) => Some(parent.tree().map_err(git_failed)?),
+            Err(_) if head_commit.parent_count() == 0 => None,
+            Err(_) => {
+                return Ok(ChangedFiles::Unknown(format!(
+                    "the parent of {} is not in this clone (a shallow checkout?)",
+                    short(head_commit.id())
+                )));
+            }
+        },
+    };
+    let mut diff = repo
+        .diff_tree_to_tree(base_tree.as_ref(), Some(&head_tree), None)
+        .map_err(git_failed)?;
+    diff.find_similar(Some(DiffFindOptions::new().renames(true)))
+        .map_err(git_failed)?;
+    let mut files = BTreeSet::new();
+    for delta in diff.deltas() {
+        // Both sides: a rename counts its old and its new path.
+        for path in [delta.old_file().path(), delta.new_file().path()]
+            .into_iter()
+            .flatten()
+        {
+            files.insert(path.to_string_lossy().into_owned());
+        }
+    }
+    Ok(ChangedFiles::Known(files.into_iter().collect()))
+}
+
+/// Every file tracked in HEAD's tree.
+pub fn tracked_files(repo: &Repository) -> Result<Vec<String>> {
+    let tree = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .map_err(|e| Error::input("the repository has no commit at HEAD").caused_by(e.message()))?;
+    let mut files = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() != Some(ObjectType::Tree) {
+            files.push(format!(
+                "{dir}{}",
+                String::from_utf8_lossy(entry.name_bytes())
+            ));
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(git_failed)?;
+    Ok(files)
+}
+
+fn short(id: Oid) -> String {
+    id.to_string()[..7].to_string()
+}
+
+fn git_failed(e: git2::Error) -> Error {
+    Error::failed("git failed").caused_by(e.message())
+}

@@ -1,0 +1,17 @@
+//! hoist: a monorepo's container-image pipeline, from commit to production
+//! tag.
+//!
+//! The pure core parses and decides ([`workflow`], [`pattern`],
+//! [`changes`], [`lint`], [`config`]); the edges talk to the world ([`git`],
+//! [`ci`]); [`cmd`] wires one command from the two.
+
+pub mod changes;
+pub mod ci;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod git;
+pub mod lint;
+pub mod pattern;
+pub mod workflow;

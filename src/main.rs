@@ -1,0 +1,19 @@
+use clap::Parser;
+use hoist::ci::Ci;
+use hoist::cli::Cli;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ci = Ci::from_env();
+    match hoist::cmd::run(cli, &ci) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("{error}");
+            if let Some(annotation) = ci.error_annotation(&error) {
+                println!("{annotation}");
+            }
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

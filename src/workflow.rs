@@ -113,13 +113,7 @@ impl Workflow {
                     .hint("resolve the merge conflict in the workflow file and commit it again"),
             );
         }
-        let root: Value = serde_yaml::from_str(text).map_err(|e| {
-            let error = Error::input(format!("{} is not valid YAML", path.display())).caused_by(&e);
-            match e.location() {
-                Some(l) => error.at(at(l.line(), Some(l.column()))),
-                None => error,
-            }
-        })?;
+        let root: Value = serde_yaml::from_str(text).map_err(|e| yaml_error(path, text, &e))?;
         let finder = LineFinder::new(text);
         let not_triggered = |why: &str| {
             Error::input(format!("{} has no trigger: {why}", path.display()))
@@ -251,6 +245,39 @@ fn read_event(
         line,
         filters,
     })
+}
+
+/// An invalid-YAML error pointing where the bad construct starts: libyaml
+/// reports where it gave up, "while scanning" what began earlier.
+fn yaml_error(path: &Path, text: &str, e: &serde_yaml::Error) -> Error {
+    let message = e.to_string();
+    let error = Error::input(format!("{} is not valid YAML", path.display())).caused_by(&message);
+    let context = message
+        .split_once(", while ")
+        .and_then(|(_, context)| line_and_column(context));
+    let problem = e.location().map(|l| (l.line(), l.column()));
+    let Some((line, column)) = context.or(problem) else {
+        return error;
+    };
+    let error = error.at(Location::new(path, line, Some(column)));
+    let starts_at_column_1 =
+        column == 1 && text.lines().nth(line - 1).is_some_and(|l| !l.is_empty());
+    if context.is_some() && starts_at_column_1 {
+        error.hint(format!(
+            "line {line} starts at column 1 inside an indented block; the body of a `run: |` \
+             heredoc or multi-line string must be indented at least as deep as its block"
+        ))
+    } else {
+        error
+    }
+}
+
+/// Reads "... at line N column M" from a libyaml message.
+fn line_and_column(text: &str) -> Option<(usize, usize)> {
+    let (_, rest) = text.split_once(" at line ")?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
 }
 
 /// The line (1-based) of the first git merge conflict marker, if any.

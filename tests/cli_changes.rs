@@ -1,0 +1,552 @@
+//! `hoist changes` end to end: the binary against real git repositories
+//! made in temp dirs, with the environment a Gitea or GitHub runner sets.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const WORKFLOW: &str = ".gitea/workflows/publish-workspace-server-image.yml";
+
+/// The reference pipeline's filters.
+const PUBLISH: &str = r#"name: publish-workspace-server-image
+on:
+  push:
+    branches: [main, staging]
+    paths:
+      - 'workspace-server/**'
+      - 'canvas/**'
+      - 'manifest.json'
+      - 'scripts/**'
+      - '.gitea/workflows/publish-workspace-server-image.yml'
+  workflow_dispatch:
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo build
+"#;
+
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    /// A repository on `main` with the publish workflow and a few files.
+    fn new() -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.write(WORKFLOW, PUBLISH);
+        repo.write("workspace-server/main.go", "package main\n");
+        repo.write("canvas/app.tsx", "export {}\n");
+        repo.write("manifest.json", "{}\n");
+        repo.write("scripts/build.sh", "true\n");
+        repo.write("docs/guide.md", "# guide\n");
+        repo.commit("initial");
+        repo
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        let path = self.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Commits everything; returns the new commit's sha.
+    fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn hoist(&self, args: &[&str]) -> Run {
+        Run::new(self.path()).args(args)
+    }
+}
+
+/// A hoist invocation with a clean CI environment.
+struct Run {
+    command: Command,
+    stdin: Option<String>,
+}
+
+impl Run {
+    fn new(dir: &Path) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
+        command.current_dir(dir);
+        for name in [
+            "GITHUB_ACTIONS",
+            "GITHUB_REF",
+            "GITHUB_EVENT_PATH",
+            "GITHUB_OUTPUT",
+            "GITHUB_STEP_SUMMARY",
+            "HOIST_WORKFLOW",
+            "HOIST_CONFIG",
+        ] {
+            command.env_remove(name);
+        }
+        Run {
+            command,
+            stdin: None,
+        }
+    }
+
+    fn args(mut self, args: &[&str]) -> Run {
+        self.command.args(args);
+        self
+    }
+
+    fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Run {
+        self.command.env(name, value);
+        self
+    }
+
+    fn stdin(mut self, text: &str) -> Run {
+        self.stdin = Some(text.to_string());
+        self
+    }
+
+    fn output(mut self) -> Output {
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.command.spawn().unwrap();
+        let input = self.stdin.take().unwrap_or_default();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `--format json` and returns the decision.
+    fn json(self) -> serde_json::Value {
+        let out = self.args(&["--format", "json"]).output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn base_and_head_decide_from_the_diff() {
+    let repo = Repo::new();
+    let first = repo.git(&["rev-parse", "HEAD"]);
+    repo.write("docs/guide.md", "# guide, edited\n");
+    let docs = repo.commit("docs only");
+    repo.write("workspace-server/handler.go", "package main\n");
+    let server = repo.commit("server");
+
+    let skip = repo
+        .hoist(&["changes", "--base", &first, "--head", &docs])
+        .json();
+    assert_eq!(skip["run"], false);
+    assert_eq!(skip["changed"], 1);
+    assert_eq!(skip["matched"], serde_json::json!([]));
+    assert!(
+        skip["reason"]
+            .as_str()
+            .unwrap()
+            .contains("none of the 1 changed files")
+    );
+
+    let run = repo
+        .hoist(&["changes", "--base", &first, "--head", &server])
+        .json();
+    assert_eq!(run["run"], true);
+    assert_eq!(run["changed"], 2);
+    assert_eq!(
+        run["matched"],
+        serde_json::json!(["workspace-server/handler.go"])
+    );
+
+    // Text output: the decision line, then the matched files.
+    let out = repo
+        .hoist(&["changes", "--base", &docs, "--head", &server])
+        .output();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out).0,
+        "run: 1 of 1 changed files match `paths`\n  workspace-server/handler.go\n"
+    );
+}
+
+#[test]
+fn defaults_to_the_last_commit_on_the_current_branch() {
+    let repo = Repo::new();
+    repo.write("canvas/page.tsx", "export {}\n");
+    repo.commit("canvas");
+    let decision = repo.hoist(&["changes"]).json();
+    assert_eq!(decision["run"], true, "{decision}");
+    repo.git(&["checkout", "-q", "-b", "feature/x"]);
+    let decision = repo.hoist(&["changes"]).json();
+    assert_eq!(decision["run"], false);
+    assert_eq!(
+        decision["reason"],
+        "branch 'feature/x' is not selected by `branches`"
+    );
+}
+
+#[test]
+fn reads_the_push_event_and_writes_ci_outputs() {
+    let repo = Repo::new();
+    let before = repo.git(&["rev-parse", "HEAD"]);
+    repo.write("manifest.json", "{\"version\": 1}\n");
+    let after = repo.commit("bump manifest");
+    let ci = tempfile::tempdir().unwrap();
+    let event = ci.path().join("event.json");
+    std::fs::write(
+        &event,
+        serde_json::json!({"ref": "refs/heads/staging", "before": before, "after": after})
+            .to_string(),
+    )
+    .unwrap();
+    let output = ci.path().join("output");
+    let summary = ci.path().join("summary.md");
+    let out = repo
+        .hoist(&["changes"])
+        .env("GITHUB_EVENT_PATH", &event)
+        .env("GITHUB_OUTPUT", &output)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .starts_with("run: 1 of 1 changed files match `paths`")
+    );
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "run=true\n");
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        summary.contains("**run**") && summary.contains("`manifest.json`"),
+        "{summary}"
+    );
+
+    // GITHUB_REF wins over the event's ref; a skip writes run=false.
+    let out = repo
+        .hoist(&["changes"])
+        .env("GITHUB_EVENT_PATH", &event)
+        .env("GITHUB_REF", "refs/heads/dev")
+        .env("GITHUB_OUTPUT", &output)
+        .output();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "run=true\nrun=false\n"
+    );
+}
+
+#[test]
+fn a_new_branch_fails_open() {
+    let repo = Repo::new();
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.json");
+    let zeros = "0".repeat(40);
+    std::fs::write(
+        &event,
+        serde_json::json!({"ref": "refs/heads/main", "before": zeros, "after": head}).to_string(),
+    )
+    .unwrap();
+    let decision = repo
+        .hoist(&["changes"])
+        .env("GITHUB_EVENT_PATH", &event)
+        .json();
+    assert_eq!(decision["run"], true);
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("new branch") && reason.contains("fail open"),
+        "{reason}"
+    );
+
+    // A deleted branch has nothing to build.
+    std::fs::write(
+        &event,
+        serde_json::json!({"ref": "refs/heads/main", "before": head, "after": zeros}).to_string(),
+    )
+    .unwrap();
+    let decision = repo
+        .hoist(&["changes"])
+        .env("GITHUB_EVENT_PATH", &event)
+        .json();
+    assert_eq!(decision["run"], false);
+    assert!(decision["reason"].as_str().unwrap().contains("deleted"));
+}
+
+#[test]
+fn a_base_missing_from_a_shallow_clone_fails_open() {
+    let repo = Repo::new();
+    let before = repo.git(&["rev-parse", "HEAD"]);
+    repo.write("docs/other.md", "x\n");
+    let after = repo.commit("docs");
+    let clone = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let status = Command::new("git")
+        .args(["clone", "-q", "--depth", "1", &url])
+        .arg(clone.path().join("c"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let decision = Run::new(&clone.path().join("c"))
+        .args(&[
+            "changes",
+            "--base",
+            &before,
+            "--head",
+            &after,
+            "--ref",
+            "refs/heads/main",
+        ])
+        .json();
+    assert_eq!(decision["run"], true);
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not in this clone") && reason.contains("fail open"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_rename_counts_both_paths() {
+    let repo = Repo::new();
+    let start = repo.git(&["rev-parse", "HEAD"]);
+    // Out of a filtered directory: the old path matches.
+    repo.git(&["mv", "canvas/app.tsx", "docs/app.tsx"]);
+    let moved_out = repo.commit("move out");
+    let decision = repo
+        .hoist(&["changes", "--base", &start, "--head", &moved_out])
+        .json();
+    assert_eq!(decision["changed"], 2);
+    assert_eq!(decision["matched"], serde_json::json!(["canvas/app.tsx"]));
+    // Into a filtered directory: the new path matches.
+    repo.git(&["mv", "docs/guide.md", "scripts/guide.md"]);
+    let moved_in = repo.commit("move in");
+    let decision = repo
+        .hoist(&["changes", "--base", &moved_out, "--head", &moved_in])
+        .json();
+    assert_eq!(decision["matched"], serde_json::json!(["scripts/guide.md"]));
+}
+
+#[test]
+fn reads_changed_files_from_stdin_or_a_file() {
+    let repo = Repo::new();
+    let decision = repo
+        .hoist(&["changes", "--files-from", "-", "--ref", "refs/heads/main"])
+        .stdin("docs/a.md\n./canvas/b.tsx\r\n\n")
+        .json();
+    assert_eq!(decision["changed"], 2);
+    assert_eq!(decision["matched"], serde_json::json!(["canvas/b.tsx"]));
+    repo.write("changed.txt", "README.md\n");
+    let decision = repo
+        .hoist(&[
+            "changes",
+            "--files-from",
+            "changed.txt",
+            "--ref",
+            "refs/tags/v1.2.0",
+        ])
+        .json();
+    assert_eq!(decision["run"], false);
+    assert!(
+        decision["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tag pushes do not trigger it")
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_the_place_and_a_hint() {
+    let repo = Repo::new();
+    let out = repo.hoist(&["changes", "--workflow", "nope.yml"]).output();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("cannot read workflow nope.yml"),
+        "{:?}",
+        text(&out)
+    );
+
+    repo.write(
+        "bad.yml",
+        "on:\n  push:\n    paths:\n      - 'ok/**'\n      - 'src/[a.]'\n",
+    );
+    let out = repo.hoist(&["changes", "--workflow", "bad.yml"]).output();
+    assert_eq!(out.status.code(), Some(2));
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("--> bad.yml:5") && stderr.contains("'src/[a.]'"),
+        "{stderr}"
+    );
+
+    repo.write(
+        "both.yml",
+        "on:\n  push:\n    paths: [a]\n    paths-ignore: [b]\n",
+    );
+    let out = repo
+        .hoist(&["changes", "--workflow", "both.yml"])
+        .env("GITHUB_ACTIONS", "true")
+        .output();
+    assert_eq!(out.status.code(), Some(2));
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stderr.contains("has both `paths` and `paths-ignore`"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.starts_with("::error file=both.yml,line=4::"),
+        "{stdout}"
+    );
+
+    repo.write("hoist.yaml", "workflow: bad.yml\nregistry: x\n");
+    let out = repo.hoist(&["changes"]).output();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("unknown field `registry`"),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = repo.hoist(&["changes", "--base", "HEAD"]).output();
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}
+
+#[test]
+fn the_config_file_names_the_workflow() {
+    let repo = Repo::new();
+    repo.write("ci/other.yml", "on:\n  push:\n    branches: [release]\n");
+    repo.write("hoist.yaml", "# hoist\nworkflow: ci/other.yml\n");
+    repo.commit("config");
+    let decision = repo.hoist(&["changes"]).json();
+    assert_eq!(
+        decision["reason"],
+        "branch 'main' is not selected by `branches`"
+    );
+    let decision = repo
+        .hoist(&["changes"])
+        .env("HOIST_WORKFLOW", WORKFLOW)
+        .json();
+    assert_eq!(
+        decision["run"], false,
+        "the config commit touches no filtered path"
+    );
+    assert!(
+        decision["reason"]
+            .as_str()
+            .unwrap()
+            .contains("none of the 2 changed files")
+    );
+}
+
+#[test]
+fn check_finds_patterns_that_match_nothing() {
+    let repo = Repo::new();
+    let clean = repo.hoist(&["changes", "--check"]).output();
+    assert_eq!(clean.status.code(), Some(0), "{:?}", text(&clean));
+    assert!(text(&clean).0.contains("no findings"));
+
+    repo.write(
+        WORKFLOW,
+        &PUBLISH.replace(
+            "'manifest.json'",
+            "'manifest.json'\n      - '.github/workflows/publish-platform-image.yml'",
+        ),
+    );
+    repo.write(
+        ".gitea/workflows/pr.yml",
+        "on:\n  pull_request:\n    paths: ['!docs/**']\n    paths-ignore:\n      - '!canvas/**'\n",
+    );
+    repo.commit("lint targets");
+    let out = repo.hoist(&["changes", "--check"]).output();
+    assert_eq!(out.status.code(), Some(1));
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(&format!(
+            "{WORKFLOW}:9: on.push.paths: '.github/workflows/publish-platform-image.yml' matches no file tracked at HEAD"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("1 finding\n"), "{stdout}");
+
+    let out = repo
+        .hoist(&[
+            "changes",
+            "--check",
+            "--workflow",
+            ".gitea/workflows/pr.yml",
+            "--format",
+            "json",
+        ])
+        .output();
+    assert_eq!(out.status.code(), Some(1));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let summary: Vec<(u64, &str)> = findings
+        .iter()
+        .map(|f| (f["line"].as_u64().unwrap(), f["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(summary.len(), 3, "{summary:?}");
+    assert!(
+        summary
+            .iter()
+            .any(|(l, m)| *l == 3 && m.contains("only `!` patterns"))
+    );
+    assert!(
+        summary
+            .iter()
+            .any(|(l, m)| *l == 4 && m.contains("GitHub rejects"))
+    );
+    assert!(
+        summary
+            .iter()
+            .any(|(l, m)| *l == 5 && m.contains("`!` in `paths-ignore`"))
+    );
+}
+
+#[test]
+fn works_from_another_directory_with_dash_c() {
+    let repo = Repo::new();
+    repo.write("canvas/x.tsx", "x\n");
+    repo.commit("canvas");
+    let elsewhere = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let decision = Run::new(&elsewhere)
+        .args(&["-C", repo.path().to_str().unwrap(), "changes"])
+        .json();
+    assert_eq!(decision["matched"], serde_json::json!(["canvas/x.tsx"]));
+}

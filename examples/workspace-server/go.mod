@@ -1,0 +1,3 @@
+module example.com/workspace-server
+
+go 1.22

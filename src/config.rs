@@ -169,7 +169,7 @@ mod tests {
         let err = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap_err();
         assert!(err.causes[0].contains("unknown field `workfow`"), "{err}");
         assert_eq!(err.exit_code(), 2);
-        assert_eq!(err.location.unwrap().line, 3);
+        assert_eq!(err.location.as_ref().unwrap().line, 3);
     }
 
     #[test]

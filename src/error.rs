@@ -58,13 +58,26 @@ impl fmt::Display for Location {
     }
 }
 
+/// An error, boxed so that `Result`s stay small on the happy path; its
+/// parts are read through `Deref` (`error.message`, `error.location`, …).
 #[derive(Debug, Clone)]
-pub struct Error {
+pub struct Error(Box<Details>);
+
+#[derive(Debug, Clone)]
+pub struct Details {
     pub kind: Kind,
     pub message: String,
     pub location: Option<Location>,
     pub causes: Vec<String>,
     pub hint: Option<String>,
+}
+
+impl std::ops::Deref for Error {
+    type Target = Details;
+
+    fn deref(&self) -> &Details {
+        &self.0
+    }
 }
 
 impl Error {
@@ -77,27 +90,27 @@ impl Error {
     }
 
     fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Details {
             kind,
             message: message.into(),
             location: None,
             causes: Vec::new(),
             hint: None,
-        }
+        }))
     }
 
     pub fn at(mut self, location: Location) -> Self {
-        self.location = Some(location);
+        self.0.location = Some(location);
         self
     }
 
     pub fn caused_by(mut self, cause: impl fmt::Display) -> Self {
-        self.causes.push(cause.to_string());
+        self.0.causes.push(cause.to_string());
         self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.0.hint = Some(hint.into());
         self
     }
 

@@ -99,7 +99,7 @@ pub fn lint(workflow: &Workflow, tracked: &[String]) -> Vec<Finding> {
             }
         }
     }
-    findings.sort_by(|a, b| a.line.cmp(&b.line));
+    findings.sort_by_key(|f| f.line);
     findings
 }
 

@@ -518,11 +518,11 @@ mod tests {
         assert!(err.message.contains("no `on:` key"), "{err}");
         let err = parse("on: push\njobs:\n<<<<<<< HEAD\n  a: 1\n=======\n  a: 2\n>>>>>>> x\n")
             .unwrap_err();
-        assert_eq!(err.location.unwrap().line, 3);
+        assert_eq!(err.location.as_ref().unwrap().line, 3);
         let err = parse("on: push\njobs:\n  a: [\n").unwrap_err();
         assert!(err.message.contains("not valid YAML"), "{err}");
         assert!(err.location.is_some());
         let err = parse("on:\n  push:\n    tags: [1.0]\n").unwrap_err();
-        assert_eq!(err.location.unwrap().line, 3);
+        assert_eq!(err.location.as_ref().unwrap().line, 3);
     }
 }

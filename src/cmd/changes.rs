@@ -28,11 +28,8 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
     let push = Push::resolve(&config, &args)?;
     let decision = changes::decide(&trigger, push.git_ref.as_ref(), &push.changed)?;
     match args.format {
-        Format::Text => print!("{}", text(&decision)),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&decision).expect("a decision serialises")
-        ),
+        Format::Text => super::print_out(&text(&decision))?,
+        Format::Json => super::print_out(&json(&decision))?,
     }
     ci.set_output("run", if decision.run { "true" } else { "false" })?;
     ci.add_summary(&summary(&workflow, &decision))?;
@@ -180,35 +177,36 @@ fn check(config: &Config, workflow: &Workflow, format: Format, ci: &Ci) -> Resul
     let repo = git::open(&config.root)?;
     let tracked = git::tracked_files(&repo)?;
     let findings = lint::lint(workflow, &tracked);
-    let file = workflow.path.display();
+    let file = workflow.path.display().to_string();
+    let mut out = String::new();
     match format {
         Format::Text => {
             for f in &findings {
-                println!("{}", finding_line(&file.to_string(), f));
+                out.push_str(&format!("{}\n", finding_line(&file, f)));
             }
-            let count = findings.len();
-            match count {
-                0 => println!("{file}: no findings"),
-                1 => println!("{file}: 1 finding"),
-                _ => println!("{file}: {count} findings"),
-            }
+            out.push_str(&match findings.len() {
+                0 => format!("{file}: no findings\n"),
+                1 => format!("{file}: 1 finding\n"),
+                count => format!("{file}: {count} findings\n"),
+            });
         }
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&findings).expect("findings serialise")
-        ),
+        Format::Json => out.push_str(&json(&findings)),
     }
     for f in &findings {
         let location = Location::new(&workflow.path, f.line, None);
-        if let Some(annotation) = ci.annotation(
-            "error",
-            Some(&location),
-            &finding_line(&file.to_string(), f),
-        ) {
-            println!("{annotation}");
+        if let Some(annotation) = ci.annotation("error", Some(&location), &finding_line(&file, f)) {
+            out.push_str(&format!("{annotation}\n"));
         }
     }
+    super::print_out(&out)?;
     Ok(if findings.is_empty() { 0 } else { EXIT_FAILED })
+}
+
+/// Pretty JSON and a newline; the values printed here always serialise.
+fn json(value: &impl serde::Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 fn finding_line(file: &str, f: &Finding) -> String {

@@ -4,11 +4,24 @@ mod changes;
 
 use crate::ci::Ci;
 use crate::cli::{Cli, Command};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use std::io::Write;
 
 /// Runs a parsed command line; returns the exit code of a command that ran.
 pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
     match cli.command {
         Command::Changes(args) => changes::run(&cli.dir, cli.config.as_deref(), args, ci),
+    }
+}
+
+/// Writes a command's output to stdout. A closed pipe (`hoist changes |
+/// head -1`) is not an error: the reader took what it wanted.
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::failed("cannot write to stdout").caused_by(e))
+        }
+        _ => Ok(()),
     }
 }

@@ -140,6 +140,34 @@ impl PushRef {
             Ok(PushRef::Branch(reference.to_string()))
         }
     }
+
+    pub fn name(&self) -> &str {
+        match self {
+            PushRef::Branch(name) | PushRef::Tag(name) => name,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            PushRef::Branch(_) => "branch",
+            PushRef::Tag(_) => "tag",
+        }
+    }
+
+    /// The filter list that applies to this kind of ref, and the other one.
+    fn list(&self) -> &'static str {
+        match self {
+            PushRef::Branch(_) => "branches",
+            PushRef::Tag(_) => "tags",
+        }
+    }
+
+    fn other_list(&self) -> &'static str {
+        match self {
+            PushRef::Branch(_) => "tags",
+            PushRef::Tag(_) => "branches",
+        }
+    }
 }
 
 /// What changed in a push, or why it cannot be known.
@@ -213,28 +241,28 @@ pub fn decide(
                 .hint("pass --ref refs/heads/<branch>, or set GITHUB_REF"));
         }
     };
-    let (kind, name, own, other) = match push_ref {
-        PushRef::Branch(name) => ("branch", name, &push.branches, &push.tags),
-        PushRef::Tag(name) => ("tag", name, &push.tags, &push.branches),
+    let (own, other) = match push_ref {
+        PushRef::Branch(_) => (&push.branches, &push.tags),
+        PushRef::Tag(_) => (&push.tags, &push.branches),
     };
-    let ref_kind = if kind == "branch" { "branches" } else { "tags" };
+    let (kind, name) = (push_ref.kind(), push_ref.name());
     match (own, other) {
         (Some(filter), _) if !filter.selects(name) => {
             return Ok(Decision::new(
                 false,
                 format!(
                     "{kind} '{name}' is not selected by `{}`",
-                    filter.key(ref_kind)
+                    filter.key(push_ref.list())
                 ),
             ));
         }
         (None, Some(filter)) => {
-            let other_kind = if kind == "branch" { "tags" } else { "branches" };
+            let other_list = push_ref.other_list();
             return Ok(Decision::new(
                 false,
                 format!(
-                    "the workflow filters only {other_kind} (`{}`), so {kind} pushes do not trigger it",
-                    filter.key(other_kind)
+                    "the workflow filters only {other_list} (`{}`), so {kind} pushes do not trigger it",
+                    filter.key(other_list)
                 ),
             ));
         }
@@ -251,7 +279,7 @@ pub fn decide(
             format!("{pushed} is selected and the workflow has no path filters"),
         ));
     };
-    if kind == "tag" {
+    if let PushRef::Tag(_) = push_ref {
         return Ok(Decision::new(
             true,
             format!("{pushed} is selected; path filters do not apply to tag pushes"),

@@ -2,6 +2,8 @@
 //! workflow parses and compiles, and `hoist changes --check` is clean on the
 //! example monorepo.
 
+mod common;
+
 use hoist::changes::Trigger;
 use hoist::workflow::Workflow;
 use std::path::{Path, PathBuf};
@@ -50,19 +52,7 @@ fn check_is_clean_on_the_example() {
         .status()
         .unwrap();
     assert!(copy.success());
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(repo.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    };
+    let git = |args: &[&str]| common::git(repo.path(), args);
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "-A"]);
     git(&["commit", "-q", "-m", "example"]);

@@ -30,6 +30,9 @@ pub enum Command {
     /// Decide whether a push selects the pipeline, from the workflow's `on.push` filters.
     #[command(after_help = EXIT_CODES)]
     Changes(ChangesArgs),
+    /// Pre-clone the git dependencies of manifest.json into the bundle dir.
+    #[command(after_help = EXIT_CODES)]
+    Deps(DepsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +64,36 @@ pub struct ChangesArgs {
     /// Lint the workflow's filters instead of deciding; exit 1 when something is found.
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DepsArgs {
+    /// The dependency manifest [default: manifest.json, or `manifest` in hoist.yaml, or HOIST_MANIFEST].
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    /// Where to clone [default: .tenant-bundle-deps, or `bundle_dir` in hoist.yaml, or HOIST_BUNDLE_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Base URL of the default provider's repositories (`<URL>/<org>/<repo>.git`).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// The environment variable holding the default provider's token.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+
+    /// How many dependencies to fetch at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Skip `private` entries whose token is not set (with a warning) instead of failing.
+    #[arg(long)]
+    pub tolerant: bool,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,10 +11,23 @@
 
 use crate::error::{Error, Location, Result};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "hoist.yaml";
 pub const DEFAULT_WORKFLOW: &str = ".gitea/workflows/publish-workspace-server-image.yml";
+pub const DEFAULT_MANIFEST: &str = "manifest.json";
+pub const DEFAULT_BUNDLE_DIR: &str = ".tenant-bundle-deps";
+/// The provider of manifest entries that name none, and the known ones.
+pub const DEFAULT_PROVIDER: &str = "moleculesai";
+const DEFAULT_PROVIDERS: [(&str, &str, &str); 2] = [
+    (
+        "moleculesai",
+        "https://git.moleculesai.app",
+        "MOLECULE_GITEA_TOKEN",
+    ),
+    ("github", "https://github.com", "MOLECULE_GITHUB_TOKEN"),
+];
 
 /// `hoist.yaml` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -22,12 +35,48 @@ pub const DEFAULT_WORKFLOW: &str = ".gitea/workflows/publish-workspace-server-im
 struct FileConfig {
     /// The workflow whose `on.push` filters `hoist changes` reads.
     workflow: Option<PathBuf>,
+    /// The dependency manifest that `hoist deps` reads.
+    manifest: Option<PathBuf>,
+    /// Where `hoist deps` clones the dependencies.
+    bundle_dir: Option<PathBuf>,
+    git: Option<FileGit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGit {
+    /// The provider of entries that name none.
+    provider: Option<String>,
+    providers: Option<BTreeMap<String, Provider>>,
+}
+
+/// Where a provider's repositories are cloned from, and the environment
+/// variable that holds its token (the token itself is never configured).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub base_url: String,
+    pub token_env: Option<String>,
 }
 
 /// Values given on the command line, which win over everything else.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub workflow: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    pub bundle_dir: Option<PathBuf>,
+    /// Base URL of the default provider.
+    pub base_url: Option<String>,
+    /// Token variable of the default provider.
+    pub token_env: Option<String>,
+}
+
+/// The git providers the manifest's entries are cloned from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitConfig {
+    /// The provider of entries that name none.
+    pub default_provider: String,
+    pub providers: BTreeMap<String, Provider>,
 }
 
 /// The resolved configuration. Paths are relative to the current directory
@@ -39,6 +88,9 @@ pub struct Config {
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     pub workflow: PathBuf,
+    pub manifest: PathBuf,
+    pub bundle_dir: PathBuf,
+    pub git: GitConfig,
 }
 
 impl Config {
@@ -72,16 +124,72 @@ impl Config {
                 }
             }
         };
-        let env_path = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let workflow = overrides
-            .workflow
-            .or_else(|| env_path("HOIST_WORKFLOW"))
-            .or(parsed.workflow)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_WORKFLOW));
+        let env_value = |name: &str| env(name).filter(|v| !v.is_empty());
+        let env_path = |name: &str| env_value(name).map(PathBuf::from);
+        let path = |flag: Option<PathBuf>, name: &str, file: Option<PathBuf>, default: &str| {
+            let chosen = flag
+                .or_else(|| env_path(name))
+                .or(file)
+                .unwrap_or_else(|| PathBuf::from(default));
+            resolve(root, &chosen)
+        };
+        let file_git = parsed.git.unwrap_or_default();
+        let default_provider = file_git
+            .provider
+            .unwrap_or_else(|| DEFAULT_PROVIDER.to_string());
+        let mut providers: BTreeMap<String, Provider> = DEFAULT_PROVIDERS
+            .iter()
+            .map(|(name, base_url, token_env)| {
+                let provider = Provider {
+                    base_url: base_url.to_string(),
+                    token_env: Some(token_env.to_string()),
+                };
+                (name.to_string(), provider)
+            })
+            .collect();
+        providers.extend(file_git.providers.unwrap_or_default());
+        let Some(default) = providers.get_mut(&default_provider) else {
+            let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+            return Err(Error::input(format!(
+                "git.provider '{default_provider}' is not a known provider ({})",
+                known.join(", ")
+            ))
+            .hint("add it under git.providers in hoist.yaml, with its base_url and token_env"));
+        };
+        if let Some(base_url) = overrides
+            .base_url
+            .or_else(|| env_value("HOIST_GIT_BASE_URL"))
+        {
+            default.base_url = base_url;
+        }
+        if let Some(token_env) = overrides.token_env.or_else(|| env_value("HOIST_TOKEN_ENV")) {
+            default.token_env = Some(token_env);
+        }
         Ok(Config {
             root: root.to_path_buf(),
             file,
-            workflow: resolve(root, &workflow),
+            workflow: path(
+                overrides.workflow,
+                "HOIST_WORKFLOW",
+                parsed.workflow,
+                DEFAULT_WORKFLOW,
+            ),
+            manifest: path(
+                overrides.manifest,
+                "HOIST_MANIFEST",
+                parsed.manifest,
+                DEFAULT_MANIFEST,
+            ),
+            bundle_dir: path(
+                overrides.bundle_dir,
+                "HOIST_BUNDLE_DIR",
+                parsed.bundle_dir,
+                DEFAULT_BUNDLE_DIR,
+            ),
+            git: GitConfig {
+                default_provider,
+                providers,
+            },
         })
     }
 }
@@ -154,6 +262,7 @@ mod tests {
         );
         let flag = Overrides {
             workflow: Some("from-flag.yml".into()),
+            ..Overrides::default()
         };
         assert_eq!(load(flag, &env), dir.path().join("from-flag.yml"));
     }
@@ -170,6 +279,43 @@ mod tests {
         assert!(err.causes[0].contains("unknown field `workfow`"), "{err}");
         assert_eq!(err.exit_code(), 2);
         assert_eq!(err.location.as_ref().unwrap().line, 3);
+    }
+
+    #[test]
+    fn providers_merge_with_the_defaults_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "bundle_dir: deps\ngit:\n  providers:\n    local: {base_url: 'http://127.0.0.1:1', token_env: T}\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            token_env: Some("FROM_FLAG".into()),
+            ..Overrides::default()
+        };
+        let env = |name: &str| (name == "HOIST_GIT_BASE_URL").then(|| "http://env".to_string());
+        let config = Config::load(dir.path(), None, overrides, env).unwrap();
+        assert_eq!(config.bundle_dir, dir.path().join("deps"));
+        assert_eq!(config.manifest, dir.path().join(DEFAULT_MANIFEST));
+        let git = &config.git;
+        assert_eq!(git.default_provider, "moleculesai");
+        let default = &git.providers["moleculesai"];
+        assert_eq!(
+            (default.base_url.as_str(), default.token_env.as_deref()),
+            ("http://env", Some("FROM_FLAG"))
+        );
+        assert_eq!(
+            git.providers["github"].token_env.as_deref(),
+            Some("MOLECULE_GITHUB_TOKEN")
+        );
+        assert_eq!(git.providers["local"].base_url, "http://127.0.0.1:1");
+
+        std::fs::write(dir.path().join(CONFIG_FILE), "git:\n  provider: nowhere\n").unwrap();
+        let err = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap_err();
+        assert!(
+            err.message.contains("'nowhere' is not a known provider"),
+            "{err}"
+        );
     }
 
     #[test]

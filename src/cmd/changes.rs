@@ -18,6 +18,7 @@ const LISTED_FILES: usize = 20;
 pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -> Result<u8> {
     let overrides = Overrides {
         workflow: args.workflow.clone(),
+        ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, |name| std::env::var(name).ok())?;
     let workflow = Workflow::read(&config.workflow)?;

@@ -1,6 +1,7 @@
 //! The commands: each reads its inputs, calls the core, and prints.
 
 mod changes;
+mod deps;
 
 use crate::ci::Ci;
 use crate::cli::{Cli, Command};
@@ -11,6 +12,7 @@ use std::io::Write;
 pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
     match cli.command {
         Command::Changes(args) => changes::run(&cli.dir, cli.config.as_deref(), args, ci),
+        Command::Deps(args) => deps::run(&cli.dir, cli.config.as_deref(), args, ci),
     }
 }
 

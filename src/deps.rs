@@ -281,21 +281,27 @@ impl Marker {
     }
 }
 
-/// One clean attempt: resolve the ref, reuse the target or clone it anew.
+/// One clean attempt: reuse the target when its marker still holds, else
+/// clone anew.
 fn attempt(job: &Job, token: Option<&Secret>) -> std::result::Result<(Outcome, String), Failure> {
-    let resolved = match &job.dep.git_ref {
-        // A pinned commit never moves: a matching marker needs no network.
-        GitRef::Commit(sha) => Resolved {
+    let existing = Marker::read(&job.target);
+    // A pinned commit never moves, so it needs no network to compare; a
+    // branch or tag is looked up on the remote, but only when there is a
+    // tree to reuse (a cold clone learns the commit from its fetch).
+    let known = match &job.dep.git_ref {
+        GitRef::Commit(sha) => Some(Resolved {
             kind: RefKind::Commit,
             commit: sha.clone(),
-        },
-        GitRef::Named(name) => resolve_remote(job, token, name)?,
+        }),
+        GitRef::Named(name) if existing.is_some() => Some(resolve_remote(job, token, name)?),
+        GitRef::Named(_) => None,
     };
-    let marker = Marker::of(job, &resolved);
-    if Marker::read(&job.target).as_ref() == Some(&marker) {
-        return Ok((Outcome::Reused, resolved.commit));
+    if let Some(resolved) = &known {
+        if existing.as_ref() == Some(&Marker::of(job, resolved)) {
+            return Ok((Outcome::Reused, resolved.commit.clone()));
+        }
     }
-    clone(job, token, &resolved, &marker)?;
+    let resolved = clone(job, token, known.as_ref())?;
     Ok((Outcome::Cloned, resolved.commit))
 }
 
@@ -339,13 +345,13 @@ fn resolve_remote(
 }
 
 /// Clones into a temp dir beside the target, strips `.git`, writes the
-/// marker and renames the result into place.
+/// marker and renames the result into place; returns what the ref resolved
+/// to.
 fn clone(
     job: &Job,
     token: Option<&Secret>,
-    resolved: &Resolved,
-    marker: &Marker,
-) -> std::result::Result<(), Failure> {
+    known: Option<&Resolved>,
+) -> std::result::Result<Resolved, Failure> {
     let parent = job.target.parent().expect("a target has a category dir");
     let io = |what: &str, e: std::io::Error| Failure::fatal(format!("{what}: {e}"));
     std::fs::create_dir_all(parent)
@@ -356,17 +362,18 @@ fn clone(
         job.dep.name,
         std::process::id()
     ));
-    let result = fetch_into(job, token, resolved, &temp).and_then(|()| {
+    let result = fetch_into(job, token, known, &temp).and_then(|resolved| {
         strip_git_dirs(&temp).map_err(|e| io("cannot remove .git", e))?;
-        let text = serde_json::to_string_pretty(marker).unwrap_or_default();
-        std::fs::write(temp.join(MARKER), text + "\n")
+        let marker = serde_json::to_string_pretty(&Marker::of(job, &resolved)).unwrap_or_default();
+        std::fs::write(temp.join(MARKER), marker + "\n")
             .map_err(|e| io("cannot write the marker", e))?;
         replace(&temp, &job.target).map_err(|e| {
             io(
                 &format!("cannot move the clone to {}", job.target.display()),
                 e,
             )
-        })
+        })?;
+        Ok(resolved)
     });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&temp);
@@ -374,12 +381,15 @@ fn clone(
     result
 }
 
+/// Fetches the one ref (or commit) into a new repository at `temp` and
+/// checks it out. With `known = None` the ref is fetched as a branch and as
+/// a tag at once, and whichever exists decides.
 fn fetch_into(
     job: &Job,
     token: Option<&Secret>,
-    resolved: &Resolved,
+    known: Option<&Resolved>,
     temp: &Path,
-) -> std::result::Result<(), Failure> {
+) -> std::result::Result<Resolved, Failure> {
     let repo = Repository::init(temp).map_err(|e| failure(job, &e))?;
     let local = job.url.starts_with("file://") || !job.url.contains("://");
     let fetch = |refspecs: &[String], shallow: bool| {
@@ -393,46 +403,63 @@ fn fetch_into(
         let mut remote = repo.remote_anonymous(&job.url)?;
         remote.fetch(refspecs, Some(&mut options), None)
     };
-    let fetched = "refs/hoist/fetched";
-    let commit = match resolved.kind {
-        RefKind::Branch | RefKind::Tag => {
-            let (prefix, name) = match resolved.kind {
-                RefKind::Branch => ("refs/heads", job.dep.git_ref.as_str()),
-                _ => ("refs/tags", job.dep.git_ref.as_str()),
-            };
-            fetch(&[format!("+{prefix}/{name}:{fetched}")], true).map_err(|e| failure(job, &e))?;
-            repo.find_reference(fetched)
-                .and_then(|r| r.peel_to_commit())
-                .map_err(|e| failure(job, &e))?
-        }
-        RefKind::Commit => {
-            let oid = Oid::from_str(&resolved.commit).map_err(|e| failure(job, &e))?;
+    let (commit, resolved) = match known {
+        Some(Resolved {
+            kind: RefKind::Commit,
+            commit: sha,
+        }) => {
+            let oid = Oid::from_str(sha).map_err(|e| failure(job, &e))?;
             // By sha where the server allows it, else everything and look.
-            if let Err(by_sha) = fetch(&[format!("+{}:{fetched}", resolved.commit)], true) {
+            if let Err(by_sha) = fetch(&[format!("+{sha}:refs/hoist/commit")], true) {
                 if is_transient(&by_sha) || is_auth(&by_sha) {
                     return Err(failure(job, &by_sha));
                 }
-                fetch(
-                    &[
-                        "+refs/heads/*:refs/remotes/origin/*".to_string(),
-                        "+refs/tags/*:refs/tags/*".to_string(),
-                    ],
-                    false,
-                )
-                .map_err(|e| failure(job, &e))?;
+                let everything = [
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                ];
+                fetch(&everything.map(String::from), false).map_err(|e| failure(job, &e))?;
             }
-            repo.find_commit(oid).map_err(|_| {
-                Failure::fatal(format!(
-                    "{} has no commit {}",
-                    job.dep.repo, resolved.commit
-                ))
-            })?
+            let commit = repo
+                .find_commit(oid)
+                .map_err(|_| Failure::fatal(format!("{} has no commit {sha}", job.dep.repo)))?;
+            (commit, RefKind::Commit)
+        }
+        known => {
+            let name = job.dep.git_ref.as_str();
+            let kind = known.map(|r| r.kind);
+            let mut refspecs = Vec::new();
+            if kind != Some(RefKind::Tag) {
+                refspecs.push(format!("+refs/heads/{name}:refs/hoist/branch"));
+            }
+            if kind != Some(RefKind::Branch) {
+                refspecs.push(format!("+refs/tags/{name}:refs/hoist/tag"));
+            }
+            fetch(&refspecs, true).map_err(|e| failure(job, &e))?;
+            let (kind, reference) = match repo.find_reference("refs/hoist/branch") {
+                Ok(reference) => (RefKind::Branch, reference),
+                Err(_) => match repo.find_reference("refs/hoist/tag") {
+                    Ok(reference) => (RefKind::Tag, reference),
+                    Err(_) => {
+                        return Err(Failure::fatal(format!(
+                            "{} has no branch or tag named '{name}'",
+                            job.dep.repo
+                        )));
+                    }
+                },
+            };
+            let commit = reference.peel_to_commit().map_err(|e| failure(job, &e))?;
+            (commit, kind)
         }
     };
     let mut checkout = git2::build::CheckoutBuilder::new();
     checkout.force();
     repo.checkout_tree(commit.as_object(), Some(&mut checkout))
-        .map_err(|e| failure(job, &e))
+        .map_err(|e| failure(job, &e))?;
+    Ok(Resolved {
+        kind: resolved,
+        commit: commit.id().to_string(),
+    })
 }
 
 /// Removes what an interrupted run left beside `name`: temp and old dirs.

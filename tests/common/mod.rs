@@ -1,5 +1,10 @@
 //! Helpers shared by the integration tests.
 
+// Each test crate uses only some of these helpers.
+#![allow(dead_code)]
+
+pub mod git_server;
+
 use std::path::Path;
 use std::process::Command;
 

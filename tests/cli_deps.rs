@@ -1,0 +1,513 @@
+//! `hoist deps` end to end: the binary cloning over smart HTTP from a real
+//! `git http-backend` on loopback (with a token), and from `file://` bare
+//! repositories.
+
+mod common;
+
+use common::git_server::{BareRepo, GitServer, ServerOptions, bare_repo, upload_pack_posts};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const TOKEN: &str = "tok-3f9a1c-never-print-me";
+const TOKEN_ENV: &str = "HOIST_TEST_GIT_TOKEN";
+
+/// A project dir with a manifest, and a dir of bare repos to serve.
+struct World {
+    project: tempfile::TempDir,
+    repos: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            project: tempfile::tempdir().unwrap(),
+            repos: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn repo(&self, name: &str) -> BareRepo {
+        bare_repo(self.repos.path(), &format!("org/{name}.git"), 3, 4)
+    }
+
+    fn manifest(&self, text: &str) {
+        std::fs::write(self.project.path().join("manifest.json"), text).unwrap();
+    }
+
+    fn out(&self) -> PathBuf {
+        self.project.path().join(".tenant-bundle-deps")
+    }
+
+    fn serve(&self, options: ServerOptions) -> Option<GitServer> {
+        GitServer::start(self.repos.path(), options)
+    }
+
+    /// `hoist deps` against `base_url`, with the token set or not.
+    fn deps(&self, base_url: &str, token: Option<&str>, extra: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
+        command
+            .current_dir(self.project.path())
+            .args(["deps", "--base-url", base_url, "--token-env", TOKEN_ENV])
+            .args(extra)
+            .env_remove(TOKEN_ENV)
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_OUTPUT")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .env_remove("HOIST_CONFIG")
+            .stdin(Stdio::null());
+        if let Some(token) = token {
+            command.env(TOKEN_ENV, token);
+        }
+        command.output().unwrap()
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)))
+}
+
+/// The entry `category/name` in a `--format json` document.
+fn entry<'a>(doc: &'a serde_json::Value, category: &str, name: &str) -> &'a serde_json::Value {
+    doc["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["category"] == category && d["name"] == name)
+        .unwrap_or_else(|| panic!("no entry {category}/{name} in {doc}"))
+}
+
+/// The files of a cloned tree, relative to it, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, files: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(base, &path, files);
+            } else {
+                files.push(
+                    path.strip_prefix(base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    files
+}
+
+fn expected_tree(repo: &BareRepo) -> Vec<String> {
+    let mut files = repo.file_names();
+    files.push(".hoist-dep.json".into());
+    files.sort();
+    files
+}
+
+/// Everything under `dir`, read as bytes, in one buffer (for secret scans).
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for file in tree(dir) {
+        bytes.extend(std::fs::read(dir.join(file)).unwrap());
+    }
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn clones_branches_tags_and_shas_over_http_then_reuses_them() {
+    let world = World::new();
+    let mut branch = world.repo("branch");
+    let tags = world.repo("tags");
+    tags.tag("v1.0.0", &tags.shas[0]);
+    tags.annotated_tag("v2.0.0", &tags.shas[1]);
+    let pinned = world.repo("pinned");
+    pinned.allow_reachable_sha1_in_want();
+    let refusing = world.repo("refusing");
+    let private = world.repo("private");
+    world.manifest(&format!(
+        r#"{{
+  "_comment": "prose",
+  "version": 1,
+  // a whole-line comment, as real manifests have had
+  "plugins": [
+    {{"name": "branch", "repo": "org/branch"}},
+    {{"name": "light", "repo": "org/tags", "ref": "v1.0.0"}},
+    {{"name": "annotated", "repo": "org/tags", "ref": "v2.0.0", "runtime": "ignored"}}
+  ],
+  "workspace_templates": [
+    {{"name": "pinned", "repo": "org/pinned", "ref": "{}"}},
+    {{"name": "refusing", "repo": "org/refusing", "ref": "{}"}}
+  ],
+  "org_templates": [
+    {{"name": "branch", "repo": "org/private", "private": true}}
+  ]
+}}"#,
+        pinned.shas[1], refusing.shas[0]
+    ));
+    let log = world.repos.path().join("requests.jsonl");
+    let public = ["branch", "tags", "pinned", "refusing"].map(|n| format!("org/{n}.git"));
+    let Some(server) = world.serve(ServerOptions {
+        token: Some(TOKEN.into()),
+        public: public.to_vec(),
+        log: Some(log.clone()),
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+
+    let out = world.deps(server.url(), Some(TOKEN), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(
+        (doc["cloned"].as_u64(), doc["failed"].as_u64()),
+        (Some(6), Some(0)),
+        "{doc}"
+    );
+    let commit = |category: &str, name: &str| {
+        entry(&doc, category, name)["commit"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(commit("plugins", "light"), tags.shas[0]);
+    assert_eq!(
+        commit("plugins", "annotated"),
+        tags.shas[1],
+        "an annotated tag peels to its commit"
+    );
+    assert_eq!(commit("workspace_templates", "pinned"), pinned.shas[1]);
+    assert_eq!(
+        commit("workspace_templates", "refusing"),
+        refusing.shas[0],
+        "a refused sha falls back to a full fetch"
+    );
+
+    let out_dir = world.out();
+    assert_eq!(
+        tree(&out_dir.join("plugins/branch")),
+        expected_tree(&branch)
+    );
+    assert_eq!(
+        tree(&out_dir.join("org-templates/branch")),
+        expected_tree(&private)
+    );
+    assert!(!out_dir.join("plugins/light/.git").exists());
+    let content =
+        std::fs::read_to_string(out_dir.join("workspace-configs-templates/pinned/file-000.txt"))
+            .unwrap();
+    assert!(
+        content.contains("commit 2"),
+        "the pinned commit's content: {content}"
+    );
+    let marker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join("plugins/annotated/.hoist-dep.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["kind"], "tag");
+    assert_eq!(marker["repo"], "org/tags");
+    assert_eq!(marker["commit"], tags.shas[1].as_str());
+
+    // A re-run with nothing changed reuses everything and downloads no pack.
+    let before = upload_pack_posts(&log);
+    let out = world.deps(server.url(), Some(TOKEN), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("6 dependencies: 0 cloned, 6 reused"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(upload_pack_posts(&log), before, "a re-run fetched objects");
+
+    // A ref bump replaces exactly that entry.
+    let new_head = branch.commit();
+    let out = world.deps(server.url(), Some(TOKEN), &["--format", "json"]);
+    let doc = json(&out);
+    assert_eq!(
+        (doc["cloned"].as_u64(), doc["reused"].as_u64()),
+        (Some(1), Some(5)),
+        "{doc}"
+    );
+    assert_eq!(entry(&doc, "plugins", "branch")["outcome"], "cloned");
+    assert_eq!(entry(&doc, "org_templates", "branch")["outcome"], "reused");
+    assert_eq!(commit_of(&out_dir.join("plugins/branch")), new_head);
+    let content = std::fs::read_to_string(out_dir.join("plugins/branch/file-000.txt")).unwrap();
+    assert!(content.contains("commit 4"), "{content}");
+    let leftovers: Vec<_> = std::fs::read_dir(out_dir.join("plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".hoist-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn commit_of(dir: &Path) -> String {
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".hoist-dep.json")).unwrap()).unwrap();
+    marker["commit"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn private_entries_tokens_and_missing_repos_fail_clearly() {
+    let world = World::new();
+    world.repo("public");
+    world.repo("private");
+    world.manifest(
+        r#"{"plugins": [
+  {"name": "public", "repo": "org/public"},
+  {"name": "private", "repo": "org/private", "private": true}
+]}"#,
+    );
+    let Some(server) = world.serve(ServerOptions {
+        token: Some(TOKEN.into()),
+        public: vec!["org/public.git".into()],
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+
+    // Strict: a private entry without its token fails the command, after
+    // the others were fetched; nothing waits on a prompt.
+    let out = world.deps(server.url(), None, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("1 of 2 dependencies failed"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "org/private needs authentication, and {TOKEN_ENV} is not set"
+        )),
+        "{err}"
+    );
+    assert!(world.out().join("plugins/public/file-000.txt").exists());
+    assert!(!world.out().join("plugins/private").exists());
+
+    // Tolerant: skipped with a warning, and the command succeeds.
+    let out = world.deps(server.url(), None, &["--tolerant"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("0 cloned, 1 reused, 1 skipped, 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains(&format!(
+        "warning: skipped plugins/private: private, and {TOKEN_ENV} is not set"
+    )));
+
+    // A wrong token is rejected, and said so, even under --tolerant.
+    let out = world.deps(server.url(), Some("wrong-token"), &["--tolerant"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the server rejected the token in HOIST_TEST_GIT_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("wrong-token"));
+
+    // A missing repository is a 404 that names it.
+    world.manifest(r#"{"plugins": [{"name": "gone", "repo": "org/gone"}]}"#);
+    let out = world.deps(server.url(), Some(TOKEN), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("repository org/gone not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_manifests_are_input_errors_with_their_line() {
+    let world = World::new();
+    for (manifest, expect, line) in [
+        (
+            "{\"plugins\": [\n  {\"name\": \"a\", \"repo\": \"o/a\"},\n  {\"name\": \"a\", \"repo\": \"o/b\"}\n]}",
+            "the name is used twice in `plugins`",
+            3,
+        ),
+        (
+            "{\"org_templates\": [\n  {\"name\": \"../../etc\", \"repo\": \"o/a\"}\n]}",
+            "not a plain directory name",
+            2,
+        ),
+        (
+            "{\"plugins\": [\n  {\"name\": \"a\", \"repo\": \"o/a\", \"ref\": \"1f841df\"}\n]}",
+            "short commit sha",
+            2,
+        ),
+        (
+            "{\"plugins\": [\n  {\"name\": \"a\", \"repo\": \"o/a\", \"provider\": \"gitlab\"}\n]}",
+            "unknown provider 'gitlab'",
+            0,
+        ),
+        (
+            "{\"plugins\": [\n  {\"name\": \"a\"\n]}",
+            "invalid manifest",
+            3,
+        ),
+    ] {
+        world.manifest(manifest);
+        let out = world.deps("http://127.0.0.1:9", None, &[]);
+        assert_eq!(out.status.code(), Some(2), "{manifest}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{err}");
+        if line > 0 {
+            assert!(err.contains(&format!("manifest.json:{line}")), "{err}");
+        }
+    }
+    assert!(
+        !world.out().exists(),
+        "nothing is written for a bad manifest"
+    );
+}
+
+#[test]
+fn full_clones_from_file_urls() {
+    let world = World::new();
+    let repo = world.repo("local");
+    repo.tag("v1", &repo.shas[0]);
+    world.manifest(
+        r#"{"plugins": [{"name": "local", "repo": "org/local"}, {"name": "old", "repo": "org/local", "ref": "v1"}]}"#,
+    );
+    let base = format!("file://{}", world.repos.path().display());
+    let out = world.deps(&base, None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        tree(&world.out().join("plugins/local")),
+        expected_tree(&repo)
+    );
+    assert_eq!(commit_of(&world.out().join("plugins/old")), repo.shas[0]);
+}
+
+#[test]
+fn an_interrupted_run_is_repaired_by_the_next() {
+    let world = World::new();
+    let repos: Vec<BareRepo> = (0..4).map(|i| world.repo(&format!("r{i}"))).collect();
+    let entries: Vec<String> = (0..4)
+        .map(|i| format!(r#"{{"name": "r{i}", "repo": "org/r{i}"}}"#))
+        .collect();
+    world.manifest(&format!(r#"{{"plugins": [{}]}}"#, entries.join(", ")));
+    let Some(slow) = world.serve(ServerOptions {
+        delay_ms: 3_000,
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .current_dir(world.project.path())
+        .args(["deps", "--base-url", slow.url(), "--jobs", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while the packs are on their way: the temp dirs exist by then.
+    let plugins = world.out().join("plugins");
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs() < 10 {
+        let temps = std::fs::read_dir(&plugins)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(".hoist-tmp-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if temps == 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for i in 0..4 {
+        assert!(
+            !plugins.join(format!("r{i}")).exists(),
+            "a half tree at a target path"
+        );
+    }
+    drop(slow);
+
+    let Some(server) = world.serve(ServerOptions::default()) else {
+        return;
+    };
+    let out = world.deps(server.url(), None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (i, repo) in repos.iter().enumerate() {
+        assert_eq!(tree(&plugins.join(format!("r{i}"))), expected_tree(repo));
+    }
+    let names: Vec<String> = std::fs::read_dir(&plugins)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 4, "leftovers were not removed: {names:?}");
+}
+
+#[test]
+fn the_token_appears_nowhere() {
+    let world = World::new();
+    world.repo("secret");
+    world.repo("gone-soon");
+    world.manifest(
+        r#"{"plugins": [{"name": "secret", "repo": "org/secret", "private": true}],
+"org_templates": [{"name": "missing", "repo": "org/missing"}]}"#,
+    );
+    let Some(server) = world.serve(ServerOptions {
+        token: Some(TOKEN.into()),
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    let ci = tempfile::tempdir().unwrap();
+    let output = ci.path().join("output");
+    let summary = ci.path().join("summary");
+    let mut outputs = Vec::new();
+    for format in ["text", "json"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .current_dir(world.project.path())
+            .args([
+                "deps",
+                "--base-url",
+                server.url(),
+                "--token-env",
+                TOKEN_ENV,
+                "--format",
+                format,
+            ])
+            .env(TOKEN_ENV, TOKEN)
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "the missing repo fails the run");
+        outputs.push(out);
+    }
+    assert!(world.out().join("plugins/secret/file-000.txt").exists());
+    let mut everything = all_bytes(&world.out());
+    everything.extend(all_bytes(ci.path()));
+    for out in &outputs {
+        everything.extend(&out.stdout);
+        everything.extend(&out.stderr);
+    }
+    assert!(
+        contains(&everything, "org/missing"),
+        "the scan reads real output"
+    );
+    assert!(
+        contains(&everything, "cloned=1"),
+        "GITHUB_OUTPUT was written"
+    );
+    assert!(!contains(&everything, TOKEN), "the token leaked");
+}

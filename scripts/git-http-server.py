@@ -131,6 +131,10 @@ def pkt_command(body, encoding):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hoist-test-git-http"
+    # Headers and body go out in two writes; without TCP_NODELAY the body
+    # waits for the client's delayed ACK (about 40 ms on every response),
+    # which real forges behind nginx or Go's net/http do not do.
+    disable_nagle_algorithm = True
 
     def version_string(self):
         return self.server_version

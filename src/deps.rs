@@ -344,9 +344,13 @@ fn resolve_remote(
     Ok(resolved)
 }
 
-/// Clones into a temp dir beside the target, strips `.git`, writes the
-/// marker and renames the result into place; returns what the ref resolved
-/// to.
+/// Clones into a temp dir beside the target, writes the marker and renames
+/// the tree into place; returns what the ref resolved to.
+///
+/// The temp dir holds a bare repository (`git/`) and the checked-out tree
+/// (`tree/`) side by side, so the tree never contains a `.git` to remove
+/// (and git trees cannot hold one), and nothing of the repository, such as
+/// a remote URL, can end up in the bundle.
 fn clone(
     job: &Job,
     token: Option<&Secret>,
@@ -362,12 +366,14 @@ fn clone(
         job.dep.name,
         std::process::id()
     ));
-    let result = fetch_into(job, token, known, &temp).and_then(|resolved| {
-        strip_git_dirs(&temp).map_err(|e| io("cannot remove .git", e))?;
+    // libgit2 reads a relative checkout target against the repository.
+    let temp = std::path::absolute(&temp).map_err(|e| io("cannot resolve the temp dir", e))?;
+    let tree = temp.join("tree");
+    let result = fetch_into(job, token, known, &temp.join("git"), &tree).and_then(|resolved| {
         let marker = serde_json::to_string_pretty(&Marker::of(job, &resolved)).unwrap_or_default();
-        std::fs::write(temp.join(MARKER), marker + "\n")
+        std::fs::write(tree.join(MARKER), marker + "\n")
             .map_err(|e| io("cannot write the marker", e))?;
-        replace(&temp, &job.target).map_err(|e| {
+        replace(&tree, &job.target).map_err(|e| {
             io(
                 &format!("cannot move the clone to {}", job.target.display()),
                 e,
@@ -375,22 +381,24 @@ fn clone(
         })?;
         Ok(resolved)
     });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&temp);
-    }
+    let _ = std::fs::remove_dir_all(&temp);
     result
 }
 
-/// Fetches the one ref (or commit) into a new repository at `temp` and
-/// checks it out. With `known = None` the ref is fetched as a branch and as
-/// a tag at once, and whichever exists decides.
+/// Fetches the one ref (or commit) into a new bare repository at `git_dir`
+/// and checks it out into `tree`. With `known = None` the ref is fetched as
+/// a branch and as a tag at once, and whichever exists decides.
 fn fetch_into(
     job: &Job,
     token: Option<&Secret>,
     known: Option<&Resolved>,
-    temp: &Path,
+    git_dir: &Path,
+    tree: &Path,
 ) -> std::result::Result<Resolved, Failure> {
-    let repo = Repository::init(temp).map_err(|e| failure(job, &e))?;
+    // No template: hook samples and the like are files to write for nothing.
+    let mut init = git2::RepositoryInitOptions::new();
+    init.bare(true).external_template(false);
+    let repo = Repository::init_opts(git_dir, &init).map_err(|e| failure(job, &e))?;
     let local = job.url.starts_with("file://") || !job.url.contains("://");
     let fetch = |refspecs: &[String], shallow: bool| {
         let mut options = FetchOptions::new();
@@ -453,7 +461,7 @@ fn fetch_into(
         }
     };
     let mut checkout = git2::build::CheckoutBuilder::new();
-    checkout.force();
+    checkout.force().target_dir(tree);
     repo.checkout_tree(commit.as_object(), Some(&mut checkout))
         .map_err(|e| failure(job, &e))?;
     Ok(Resolved {
@@ -473,24 +481,6 @@ fn remove_leftovers(parent: &Path, name: &str) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-}
-
-/// Removes every `.git` under `dir`.
-fn strip_git_dirs(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if entry.file_name() == ".git" {
-            if kind.is_dir() {
-                std::fs::remove_dir_all(entry.path())?;
-            } else {
-                std::fs::remove_file(entry.path())?;
-            }
-        } else if kind.is_dir() {
-            strip_git_dirs(&entry.path())?;
-        }
-    }
-    Ok(())
 }
 
 /// Moves `temp` to `target`, replacing what is there; the target path holds

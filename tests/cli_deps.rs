@@ -84,21 +84,23 @@ fn entry<'a>(doc: &'a serde_json::Value, category: &str, name: &str) -> &'a serd
         .unwrap_or_else(|| panic!("no entry {category}/{name} in {doc}"))
 }
 
-/// The files of a cloned tree, relative to it, sorted.
+/// The files of a cloned tree, relative to it, sorted; an empty directory
+/// (which no git tree can hold) is listed with a trailing `/`.
 fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, files: &mut Vec<String>) {
+        let mut empty = true;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            empty = false;
             if path.is_dir() {
                 walk(base, &path, files);
             } else {
-                files.push(
-                    path.strip_prefix(base)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
+                let relative = path.strip_prefix(base).unwrap();
+                files.push(relative.to_string_lossy().into_owned());
             }
+        }
+        if empty && dir != base {
+            files.push(format!("{}/", dir.strip_prefix(base).unwrap().display()));
         }
     }
     let mut files = Vec::new();
@@ -117,7 +119,7 @@ fn expected_tree(repo: &BareRepo) -> Vec<String> {
 /// Everything under `dir`, read as bytes, in one buffer (for secret scans).
 fn all_bytes(dir: &Path) -> Vec<u8> {
     let mut bytes = Vec::new();
-    for file in tree(dir) {
+    for file in tree(dir).iter().filter(|f| !f.ends_with('/')) {
         bytes.extend(std::fs::read(dir.join(file)).unwrap());
     }
     bytes

@@ -129,7 +129,7 @@ pub struct Options {
 /// Fetches every job, `options.jobs` at a time; `on_done` sees each report
 /// as it finishes. Returns the reports in the order of `jobs`.
 pub fn fetch_all(jobs: &[Job], options: &Options, mut on_done: impl FnMut(&Report)) -> Vec<Report> {
-    set_network_timeouts();
+    configure_libgit2();
     let next = AtomicUsize::new(0);
     let (sender, receiver) = mpsc::channel();
     let mut reports: Vec<Option<Report>> = vec![None; jobs.len()];
@@ -156,13 +156,27 @@ pub fn fetch_all(jobs: &[Job], options: &Options, mut on_done: impl FnMut(&Repor
     reports.into_iter().flatten().collect()
 }
 
-/// libgit2 waits forever on a silent server by default.
-fn set_network_timeouts() {
+/// Process-wide libgit2 settings for fetching: timeouts (libgit2 waits
+/// forever on a silent server by default), and no user or system git
+/// config, so that a developer's `url.*.insteadOf` or credential settings
+/// cannot change what CI fetches, and no file is read for them per clone.
+/// Owner checks are off: hoist made every repository it opens.
+fn configure_libgit2() {
+    use git2::ConfigLevel;
     // SAFETY: these set process-wide libgit2 options; they are called before
     // any fetch thread starts, and git2 initialises libgit2 first.
     unsafe {
         let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
         let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
+        let _ = git2::opts::set_verify_owner_validation(false);
+        for level in [
+            ConfigLevel::System,
+            ConfigLevel::XDG,
+            ConfigLevel::Global,
+            ConfigLevel::ProgramData,
+        ] {
+            let _ = git2::opts::set_search_path(level, "");
+        }
     }
 }
 
@@ -460,14 +474,61 @@ fn fetch_into(
             (commit, kind)
         }
     };
-    let mut checkout = git2::build::CheckoutBuilder::new();
-    checkout.force().target_dir(tree);
-    repo.checkout_tree(commit.as_object(), Some(&mut checkout))
-        .map_err(|e| failure(job, &e))?;
+    let files = commit.tree().map_err(|e| failure(job, &e))?;
+    write_tree(&repo, &files, tree)
+        .map_err(|e| Failure::fatal(format!("{}: {e}", job.dep.repo)))?;
     Ok(Resolved {
         kind: resolved,
         commit: commit.id().to_string(),
     })
+}
+
+/// Writes a commit's tree to `dir` (which must not exist): files with
+/// their executable bit, symlinks as links, submodules as empty dirs, as
+/// git's checkout does. Done here rather than by libgit2's checkout, which
+/// stats every path against an index and a workdir that a fresh export does
+/// not have: on this project's machines that was most of a clone's time.
+fn write_tree(repo: &Repository, tree: &git2::Tree, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir(dir)?;
+    for entry in tree.iter() {
+        let name = std::ffi::OsStr::from_bytes(entry.name_bytes());
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name == ".git"
+            || name.as_bytes().contains(&b'/')
+        {
+            return Err(std::io::Error::other(format!(
+                "the tree holds an unsafe path {name:?}"
+            )));
+        }
+        let path = dir.join(name);
+        let object = |e: git2::Error| std::io::Error::other(e.message().to_string());
+        match entry.filemode() {
+            0o040000 => {
+                let subtree = repo.find_tree(entry.id()).map_err(object)?;
+                write_tree(repo, &subtree, &path)?;
+            }
+            0o120000 => {
+                let blob = repo.find_blob(entry.id()).map_err(object)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(blob.content()), &path)?;
+            }
+            0o160000 => std::fs::create_dir(&path)?,
+            mode => {
+                let blob = repo.find_blob(entry.id()).map_err(object)?;
+                let executable = mode == 0o100755;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(if executable { 0o755 } else { 0o644 })
+                    .open(&path)?;
+                std::io::Write::write_all(&mut file, blob.content())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes what an interrupted run left beside `name`: temp and old dirs.

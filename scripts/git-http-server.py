@@ -2,7 +2,7 @@
 """A git smart-HTTP server on loopback, for hoist's tests and benchmarks.
 
     python3 scripts/git-http-server.py --root DIR [--port 0] [--token TOKEN]
-        [--token-env VAR] [--public ORG/NAME.git]... [--delay-ms N]
+        [--token-env VAR] [--public ORG/NAME.git]... [--delay-ms N] [--fail-first N]
         [--log FILE] [--verbose]
 
 Serves every bare repository under DIR at http://127.0.0.1:PORT/<path
@@ -31,6 +31,8 @@ Python 3.11 standard library only.
   (`uploadpack.allowReachableSHA1InWant` / `allowAnySHA1InWant` in its config);
   the server adds nothing of its own.
 - `--delay-ms N`: sleep N ms before answering each POST to git-upload-pack.
+- `--fail-first N`: answer the first N requests with 503 Service Unavailable
+  (a flaky forge, for retry tests).
 - `--log FILE`: append one JSON line per request, written before the response
   is sent: {"method", "path", "query", "status", "bytes", "command"}, where
   bytes is the response body's size and command is, for POSTs to
@@ -79,6 +81,7 @@ class Config:
         self.token = args.token
         self.public = {p.strip("/") for p in args.public}
         self.delay = args.delay_ms / 1000.0
+        self.failures_left = args.fail_first
         self.log_path = args.log
         self.verbose = args.verbose
         self.log_lock = threading.Lock()
@@ -203,6 +206,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "bytes": 0,
             "command": None,
         }
+        with self.config.log_lock:
+            fail = self.config.failures_left > 0
+            self.config.failures_left -= int(fail)
+        if fail:
+            self.reply(record, 503, "Service Unavailable", [], b"try again later\n")
+            return
         try:
             body = self.read_body()
         except (ValueError, ConnectionError):
@@ -368,6 +377,7 @@ def main():
         help="org/name.git served without auth (repeatable)",
     )
     parser.add_argument("--delay-ms", type=int, default=0)
+    parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--log", help="append one JSON line per request")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()

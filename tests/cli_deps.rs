@@ -513,3 +513,94 @@ fn the_token_appears_nowhere() {
     );
     assert!(!contains(&everything, TOKEN), "the token leaked");
 }
+
+#[test]
+fn transient_failures_are_retried_and_missing_refs_are_named() {
+    let world = World::new();
+    let repo = world.repo("flaky");
+    world.manifest(r#"{"plugins": [{"name": "flaky", "repo": "org/flaky"}]}"#);
+    let Some(server) = world.serve(ServerOptions {
+        fail_first: 2,
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    let out = world.deps(server.url(), None, &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json(&out);
+    let flaky = entry(&doc, "plugins", "flaky");
+    assert_eq!(flaky["outcome"], "cloned");
+    assert_eq!(flaky["attempts"], 3, "two 503s, then success: {flaky}");
+    assert_eq!(flaky["commit"], repo.head());
+
+    world.manifest(r#"{"plugins": [{"name": "flaky", "repo": "org/flaky", "ref": "release-9"}]}"#);
+    let out = world.deps(server.url(), None, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("org/flaky has no branch or tag named 'release-9'"),
+        "{}",
+        stderr(&out)
+    );
+    // The old tree stays until a replacement is complete.
+    assert_eq!(commit_of(&world.out().join("plugins/flaky")), repo.head());
+}
+
+#[test]
+fn a_provider_from_hoist_yaml_brings_its_own_url_and_token() {
+    let world = World::new();
+    world.repo("default-dep");
+    let other = tempfile::tempdir().unwrap();
+    bare_repo(other.path(), "team/elsewhere.git", 2, 2);
+    let Some(default) = world.serve(ServerOptions::default()) else {
+        return;
+    };
+    let Some(forge) = GitServer::start(
+        other.path(),
+        ServerOptions {
+            token: Some("other-token".into()),
+            ..ServerOptions::default()
+        },
+    ) else {
+        return;
+    };
+    std::fs::write(
+        world.project.path().join("hoist.yaml"),
+        format!(
+            "git:\n  providers:\n    forge: {{base_url: '{}', token_env: OTHER_FORGE_TOKEN}}\n",
+            forge.url()
+        ),
+    )
+    .unwrap();
+    world.manifest(
+        r#"{"plugins": [
+  {"name": "default-dep", "repo": "org/default-dep"},
+  {"name": "elsewhere", "repo": "team/elsewhere", "provider": "forge", "private": true}
+]}"#,
+    );
+    let run = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
+        command
+            .current_dir(world.project.path())
+            .args(["deps", "--base-url", default.url(), "--format", "json"])
+            .env_remove("OTHER_FORGE_TOKEN");
+        if let Some(token) = token {
+            command.env("OTHER_FORGE_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let out = run(Some("other-token"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["cloned"], 2);
+    let marker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(world.out().join("plugins/elsewhere/.hoist-dep.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["provider"], "forge");
+    std::fs::remove_dir_all(world.out()).unwrap();
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("team/elsewhere needs authentication, and OTHER_FORGE_TOKEN is not set")
+    );
+}

@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub public: Vec<String>,
     /// Milliseconds to sleep before answering each POST to git-upload-pack.
     pub delay_ms: u64,
+    /// Answer the first N requests with 503 (a flaky forge).
+    pub fail_first: u32,
     /// Append one JSON line per request here (see [`requests`]).
     pub log: Option<PathBuf>,
 }
@@ -63,6 +65,9 @@ impl GitServer {
         }
         for repo in &options.public {
             cmd.args(["--public", repo]);
+        }
+        if options.fail_first > 0 {
+            cmd.args(["--fail-first", &options.fail_first.to_string()]);
         }
         if options.delay_ms > 0 {
             cmd.args(["--delay-ms", &options.delay_ms.to_string()]);

@@ -212,3 +212,46 @@ fn the_reference_publish_filters_decide_like_github() {
     // Tags are not selected: the workflow filters branches only.
     assert!(!run(&["canvas/app/page.tsx"], &PushRef::Tag("v1.0.0".into())).run);
 }
+
+#[test]
+fn every_real_manifest_parses_into_its_dependencies() {
+    use hoist::manifest::{Category, GitRef};
+    let Some(dir) = fixtures() else { return };
+    // (file, plugins, workspace templates, org templates, private, pinned shas)
+    let cases = [
+        ("manifest-2e87bab0-private-flag.json", 21, 7, 3, 3, 31),
+        ("manifest-8e304e69-initial.json", 20, 8, 5, 0, 0),
+        ("manifest-952bfb3c-json5-comment.json", 21, 9, 6, 0, 0),
+        ("manifest-e6305c5e-first-sha-pinned.json", 21, 6, 3, 0, 30),
+        ("manifest-new-HEAD.json", 22, 6, 3, 1, 31),
+        ("manifest-old-HEAD.json", 21, 8, 6, 0, 0),
+    ];
+    let mut covered = 0;
+    for (name, plugins, workspace, org, private, pinned) in cases {
+        let deps = hoist::manifest::read(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let count = |category| deps.iter().filter(|d| d.category == category).count();
+        let got = (
+            count(Category::Plugins),
+            count(Category::WorkspaceTemplates),
+            count(Category::OrgTemplates),
+            deps.iter().filter(|d| d.private).count(),
+            deps.iter()
+                .filter(|d| matches!(d.git_ref, GitRef::Commit(_)))
+                .count(),
+        );
+        assert_eq!(got, (plugins, workspace, org, private, pinned), "{name}");
+        assert!(deps.iter().all(|d| !d.repo.contains("://")), "{name}");
+        covered += 1;
+    }
+    let on_disk = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("manifest-")
+        })
+        .count();
+    assert_eq!(covered, on_disk, "a real manifest without an expectation");
+}

@@ -1,6 +1,8 @@
 //! GitHub Actions conventions, which Gitea Actions shares: step outputs
 //! (`GITHUB_OUTPUT`), the step summary (`GITHUB_STEP_SUMMARY`) and workflow
-//! commands such as `::error file=…,line=…::message`.
+//! commands such as `::error file=…,line=…::message`. hoist prints workflow
+//! commands on stderr, which runners read as well, so that stdout stays the
+//! command's data (text or JSON).
 
 use crate::error::{Error, Location, Result};
 use std::io::Write;

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("{error}");
             if let Some(annotation) = ci.error_annotation(&error) {
-                println!("{annotation}");
+                eprintln!("{annotation}");
             }
             ExitCode::from(error.exit_code())
         }

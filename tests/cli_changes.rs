@@ -418,9 +418,10 @@ fn bad_input_exits_2_with_the_place_and_a_hint() {
         "{stderr}"
     );
     assert!(
-        stdout.starts_with("::error file=both.yml,line=4::"),
-        "{stdout}"
+        stderr.contains("\n::error file=both.yml,line=4::"),
+        "{stderr}"
     );
+    assert!(stdout.is_empty(), "{stdout}");
 
     repo.write("hoist.yaml", "workflow: bad.yml\nregistry: x\n");
     let out = repo.hoist(&["changes"]).output();

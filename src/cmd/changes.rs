@@ -193,13 +193,13 @@ fn check(config: &Config, workflow: &Workflow, format: Format, ci: &Ci) -> Resul
         }
         Format::Json => out.push_str(&json(&findings)),
     }
+    super::print_out(&out)?;
     for f in &findings {
         let location = Location::new(&workflow.path, f.line, None);
         if let Some(annotation) = ci.annotation("error", Some(&location), &finding_line(&file, f)) {
-            out.push_str(&format!("{annotation}\n"));
+            eprintln!("{annotation}");
         }
     }
-    super::print_out(&out)?;
     Ok(if findings.is_empty() { 0 } else { EXIT_FAILED })
 }
 

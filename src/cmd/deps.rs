@@ -177,7 +177,7 @@ impl Progress {
                 report.message.as_deref().unwrap_or("")
             );
             match ci.annotation("warning", None, &message) {
-                Some(annotation) => println!("{annotation}"),
+                Some(annotation) => eprintln!("{annotation}"),
                 None => eprintln!("warning: {message}"),
             }
         }

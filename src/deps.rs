@@ -2,9 +2,10 @@
 //! parallel, one ref each at depth 1, with the token kept out of
 //! everything, safe to interrupt and cheap to re-run.
 //!
-//! Each dependency is cloned into a temp dir beside its target, stripped of
-//! `.git`, given a marker file (provider, repo, ref, commit; never the
-//! token) and renamed into place, so a target path never holds a half tree.
+//! Each dependency is fetched into a scratch repository in a temp dir beside
+//! its target, its tree is written next to it (so no `.git` ever enters the
+//! tree), given a marker file (provider, repo, ref, commit; never the token)
+//! and renamed into place, so a target path never holds a half tree.
 //! A target whose marker names the same repo, ref and remote commit is
 //! reused without downloading objects. The token reaches libgit2 only
 //! through the credentials callback, never a URL or a config.
@@ -253,7 +254,7 @@ fn jitter(delay: Duration) -> Duration {
 }
 
 /// The commit a ref resolves to, and what kind of ref it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Resolved {
     kind: RefKind,
     commit: String,

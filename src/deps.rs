@@ -311,10 +311,10 @@ fn attempt(job: &Job, token: Option<&Secret>) -> std::result::Result<(Outcome, S
         GitRef::Named(name) if existing.is_some() => Some(resolve_remote(job, token, name)?),
         GitRef::Named(_) => None,
     };
-    if let Some(resolved) = &known {
-        if existing.as_ref() == Some(&Marker::of(job, resolved)) {
-            return Ok((Outcome::Reused, resolved.commit.clone()));
-        }
+    if let Some(resolved) = &known
+        && existing.as_ref() == Some(&Marker::of(job, resolved))
+    {
+        return Ok((Outcome::Reused, resolved.commit.clone()));
     }
     let resolved = clone(job, token, known.as_ref())?;
     Ok((Outcome::Cloned, resolved.commit))

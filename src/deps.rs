@@ -635,7 +635,7 @@ fn failure(job: &Job, e: &git2::Error) -> Failure {
     } else if message.contains("status code: 404") {
         format!("repository {} not found at {}", job.dep.repo, job.url)
     } else {
-        format!("{} ({}): {message}", job.dep.repo, job.url)
+        format!("fetching {}: {message}", job.url)
     };
     Failure {
         message: text,

@@ -381,6 +381,30 @@ fn reads_changed_files_from_stdin_or_a_file() {
 }
 
 #[test]
+fn the_push_event_is_read_only_when_needed() {
+    let repo = Repo::new();
+    let missing = repo.path().join("no-such-event.json");
+    let decision = repo
+        .hoist(&["changes", "--files-from", "-", "--ref", "refs/heads/main"])
+        .env("GITHUB_EVENT_PATH", &missing)
+        .stdin("canvas/a.tsx\n")
+        .json();
+    assert_eq!(decision["run"], true, "flags name everything: {decision}");
+    let out = repo
+        .hoist(&["changes"])
+        .env("GITHUB_EVENT_PATH", &missing)
+        .output();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out)
+            .1
+            .contains("cannot read push event (GITHUB_EVENT_PATH)"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+#[test]
 fn bad_input_exits_2_with_the_place_and_a_hint() {
     let repo = Repo::new();
     let out = repo.hoist(&["changes", "--workflow", "nope.yml"]).output();

@@ -30,7 +30,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
     let decision = changes::decide(&trigger, push.git_ref.as_ref(), &push.changed)?;
     match args.format {
         Format::Text => super::print_out(&text(&decision))?,
-        Format::Json => super::print_out(&json(&decision))?,
+        Format::Json => super::print_out(&super::json(&decision))?,
     }
     ci.set_output("run", if decision.run { "true" } else { "false" })?;
     ci.add_summary(&summary(&workflow, &decision))?;
@@ -54,7 +54,13 @@ struct PushEvent {
 
 impl Push {
     fn resolve(config: &Config, args: &ChangesArgs) -> Result<Push> {
-        let event = read_event()?;
+        let github_ref = std::env::var("GITHUB_REF").ok().filter(|r| !r.is_empty());
+        // The push event is read only when flags leave something to it, so
+        // a missing or odd GITHUB_EVENT_PATH cannot fail a run that names
+        // its ref and files.
+        let needs_event = (args.files_from.is_none() && args.base.is_none())
+            || (args.git_ref.is_none() && github_ref.is_none());
+        let event = if needs_event { read_event()? } else { None };
         // Git is needed for the changed files unless they are given, and
         // perhaps for the current branch.
         let (changed, repo) = match &args.files_from {
@@ -83,7 +89,7 @@ impl Push {
         let given = args
             .git_ref
             .clone()
-            .or_else(|| std::env::var("GITHUB_REF").ok().filter(|r| !r.is_empty()))
+            .or(github_ref)
             .or_else(|| event.and_then(|e| e.git_ref));
         let git_ref = match given {
             Some(r) => Some(r),
@@ -191,7 +197,7 @@ fn check(config: &Config, workflow: &Workflow, format: Format, ci: &Ci) -> Resul
                 count => format!("{file}: {count} findings\n"),
             });
         }
-        Format::Json => out.push_str(&json(&findings)),
+        Format::Json => out.push_str(&super::json(&findings)),
     }
     super::print_out(&out)?;
     for f in &findings {
@@ -201,13 +207,6 @@ fn check(config: &Config, workflow: &Workflow, format: Format, ci: &Ci) -> Resul
         }
     }
     Ok(if findings.is_empty() { 0 } else { EXIT_FAILED })
-}
-
-/// Pretty JSON and a newline; the values printed here always serialise.
-fn json(value: &impl serde::Serialize) -> String {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
-    text.push('\n');
-    text
 }
 
 fn finding_line(file: &str, f: &Finding) -> String {

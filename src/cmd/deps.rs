@@ -42,9 +42,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: DepsArgs, ci: &Ci) -> R
                 counts: &counts,
                 seconds,
             };
-            let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
-            text.push('\n');
-            super::print_out(&text)?;
+            super::print_out(&super::json(&document))?;
         }
     }
     for (name, count) in counts.named() {

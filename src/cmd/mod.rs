@@ -16,6 +16,13 @@ pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
     }
 }
 
+/// Pretty JSON and a newline; the values printed here always serialise.
+fn json(value: &impl serde::Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// Writes a command's output to stdout. A closed pipe (`hoist changes |
 /// head -1`) is not an error: the reader took what it wanted.
 fn print_out(text: &str) -> Result<()> {

@@ -16,6 +16,7 @@ use std::path::Path;
 const LISTED_FILES: usize = 20;
 
 pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -> Result<u8> {
+    git::local_only();
     let overrides = Overrides {
         workflow: args.workflow.clone(),
         ..Overrides::default()

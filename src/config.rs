@@ -13,6 +13,7 @@ use crate::error::{Error, Location, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const CONFIG_FILE: &str = "hoist.yaml";
 pub const DEFAULT_WORKFLOW: &str = ".gitea/workflows/publish-workspace-server-image.yml";
@@ -40,6 +41,34 @@ struct FileConfig {
     /// Where `hoist deps` clones the dependencies.
     bundle_dir: Option<PathBuf>,
     git: Option<FileGit>,
+    /// Where images are tagged for (and pushed to): a host plus an optional
+    /// repository prefix, e.g. `123.dkr.ecr.us-east-2.amazonaws.com/molecule-ai`.
+    registry: Option<String>,
+    /// The images the project builds; replaces the default set when given.
+    images: Option<BTreeMap<String, FileImage>>,
+}
+
+/// One image of `images:` as written; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileImage {
+    dockerfile: Option<PathBuf>,
+    context: Option<PathBuf>,
+    build_args: Option<BTreeMap<String, String>>,
+    target: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    cache_from: Option<Vec<String>>,
+    smoke: Option<FileSmoke>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSmoke {
+    port: u16,
+    path: Option<String>,
+    timeout: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +98,7 @@ pub struct Overrides {
     pub base_url: Option<String>,
     /// Token variable of the default provider.
     pub token_env: Option<String>,
+    pub registry: Option<String>,
 }
 
 /// The git providers the manifest's entries are cloned from.
@@ -91,7 +121,59 @@ pub struct Config {
     pub manifest: PathBuf,
     pub bundle_dir: PathBuf,
     pub git: GitConfig,
+    /// Host plus repository prefix that images are tagged for; `None` tags
+    /// them with local names only.
+    pub registry: Option<String>,
+    /// The images to build, in name order.
+    pub images: Vec<ImageConfig>,
 }
+
+/// How one image is built. Paths are resolved like every other path;
+/// `build_args` and `labels` values may still hold `${sha}`-style variables,
+/// which the build plan expands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub name: String,
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `None`: the registry's `:staging-latest` of this image.
+    pub cache_from: Option<Vec<String>>,
+    pub smoke: Option<Smoke>,
+}
+
+/// A smoke gate: the built image must answer HTTP 200 on `path` at `port`
+/// within `timeout`, or it is not an image worth pushing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Smoke {
+    pub port: u16,
+    pub path: String,
+    #[serde(serialize_with = "seconds")]
+    pub timeout: Duration,
+    pub env: BTreeMap<String, String>,
+    /// Replaces the image's command when given.
+    pub command: Option<Vec<String>>,
+}
+
+/// The images of the reference pipeline: (name, Dockerfile, build args).
+/// The tenant's `NEXT_PUBLIC_PLATFORM_URL` is empty on purpose: a URL baked
+/// into the canvas at build time broke tenant routing before.
+const DEFAULT_IMAGES: [(&str, &str, &[(&str, &str)]); 2] = [
+    (
+        "platform",
+        "workspace-server/Dockerfile",
+        &[("GIT_SHA", "${sha}")],
+    ),
+    (
+        "platform-tenant",
+        "workspace-server/Dockerfile.tenant",
+        &[("GIT_SHA", "${sha}"), ("NEXT_PUBLIC_PLATFORM_URL", "")],
+    ),
+];
+const DEFAULT_SMOKE_PATH: &str = "/";
+const DEFAULT_SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Config {
     /// Loads the configuration of the project at `root`: `config_file` when
@@ -165,6 +247,7 @@ impl Config {
         if let Some(token_env) = overrides.token_env.or_else(|| env_value("HOIST_TOKEN_ENV")) {
             default.token_env = Some(token_env);
         }
+        let images = images(root, parsed.images, file.as_deref())?;
         Ok(Config {
             root: root.to_path_buf(),
             file,
@@ -190,8 +273,129 @@ impl Config {
                 default_provider,
                 providers,
             },
+            registry: overrides
+                .registry
+                .or_else(|| env_value("HOIST_REGISTRY"))
+                .or(parsed.registry)
+                .map(|r| r.trim_end_matches('/').to_string())
+                .filter(|r| !r.is_empty()),
+            images,
         })
     }
+}
+
+/// The configured images, each filled in from the defaults: an image named
+/// like a default one starts from that one, any other from `Dockerfile` in
+/// its context.
+fn images(
+    root: &Path,
+    written: Option<BTreeMap<String, FileImage>>,
+    file: Option<&Path>,
+) -> Result<Vec<ImageConfig>> {
+    let written = written.unwrap_or_else(|| {
+        DEFAULT_IMAGES
+            .iter()
+            .map(|(name, ..)| (name.to_string(), FileImage::default()))
+            .collect()
+    });
+    if written.is_empty() {
+        let error = Error::input("`images:` in hoist.yaml lists no image");
+        let error = match file {
+            Some(file) => error.at(Location::new(file, 1, None)),
+            None => error,
+        };
+        return Err(error.hint("list at least one image, or remove `images:` for the defaults"));
+    }
+    written
+        .into_iter()
+        .map(|(name, image)| image_config(root, name, image))
+        .collect()
+}
+
+fn image_config(root: &Path, name: String, image: FileImage) -> Result<ImageConfig> {
+    if !is_image_name(&name) {
+        return Err(Error::input(format!(
+            "image name '{name}' in hoist.yaml is not a valid repository name"
+        ))
+        .hint("use lowercase letters, digits and single '.', '_' or '-' between them"));
+    }
+    let default = DEFAULT_IMAGES.iter().find(|(n, ..)| *n == name);
+    let mut build_args: BTreeMap<String, String> = default
+        .map(|(_, _, args)| {
+            args.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    build_args.extend(image.build_args.unwrap_or_default());
+    let context = image.context.unwrap_or_else(|| PathBuf::from("."));
+    let dockerfile = image
+        .dockerfile
+        .or_else(|| default.map(|(_, dockerfile, _)| PathBuf::from(dockerfile)))
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    let smoke = match image.smoke {
+        None => None,
+        Some(smoke) => Some(Smoke {
+            port: smoke.port,
+            path: smoke.path.unwrap_or_else(|| DEFAULT_SMOKE_PATH.to_string()),
+            timeout: match smoke.timeout {
+                None => DEFAULT_SMOKE_TIMEOUT,
+                Some(text) => parse_duration(&text).ok_or_else(|| {
+                    Error::input(format!(
+                        "images.{name}.smoke.timeout '{text}' is not a duration"
+                    ))
+                    .hint("write it like 30s, 2m or 500ms")
+                })?,
+            },
+            env: smoke.env.unwrap_or_default(),
+            command: smoke.command,
+        }),
+    };
+    Ok(ImageConfig {
+        dockerfile: resolve(root, &dockerfile),
+        context: resolve(root, &context),
+        build_args,
+        target: image.target,
+        labels: image.labels.unwrap_or_default(),
+        cache_from: image.cache_from,
+        smoke,
+        name,
+    })
+}
+
+/// Docker's rule for one repository path component.
+fn is_image_name(name: &str) -> bool {
+    let separator = |c: char| matches!(c, '.' | '_' | '-');
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || separator(c);
+    !name.is_empty()
+        && name.chars().all(allowed)
+        && !name.starts_with(separator)
+        && !name.ends_with(separator)
+}
+
+fn seconds<S: serde::Serializer>(
+    duration: &Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(duration.as_secs_f64())
+}
+
+/// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => number,
+        "" | "s" => number.checked_mul(1000)?,
+        "m" => number.checked_mul(60_000)?,
+        "h" => number.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
 }
 
 /// `path` as seen from the current directory when given relative to `root`

@@ -5,6 +5,7 @@
 //! [`changes`], [`lint`], [`config`]); the edges talk to the world ([`git`],
 //! [`ci`]); [`cmd`] wires one command from the two.
 
+pub mod build;
 pub mod changes;
 pub mod ci;
 pub mod cli;

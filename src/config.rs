@@ -157,20 +157,27 @@ pub struct Smoke {
     pub command: Option<Vec<String>>,
 }
 
-/// The images of the reference pipeline: (name, Dockerfile, build args).
-/// The tenant's `NEXT_PUBLIC_PLATFORM_URL` is empty on purpose: a URL baked
-/// into the canvas at build time broke tenant routing before.
-const DEFAULT_IMAGES: [(&str, &str, &[(&str, &str)]); 2] = [
-    (
-        "platform",
-        "workspace-server/Dockerfile",
-        &[("GIT_SHA", "${sha}")],
-    ),
-    (
-        "platform-tenant",
-        "workspace-server/Dockerfile.tenant",
-        &[("GIT_SHA", "${sha}"), ("NEXT_PUBLIC_PLATFORM_URL", "")],
-    ),
+/// One image of the reference pipeline.
+struct DefaultImage {
+    name: &'static str,
+    dockerfile: &'static str,
+    build_args: &'static [(&'static str, &'static str)],
+}
+
+/// The images of the reference pipeline. The tenant's
+/// `NEXT_PUBLIC_PLATFORM_URL` is empty on purpose: a URL baked into the
+/// canvas at build time broke tenant routing before.
+const DEFAULT_IMAGES: [DefaultImage; 2] = [
+    DefaultImage {
+        name: "platform",
+        dockerfile: "workspace-server/Dockerfile",
+        build_args: &[("GIT_SHA", "${sha}")],
+    },
+    DefaultImage {
+        name: "platform-tenant",
+        dockerfile: "workspace-server/Dockerfile.tenant",
+        build_args: &[("GIT_SHA", "${sha}"), ("NEXT_PUBLIC_PLATFORM_URL", "")],
+    },
 ];
 const DEFAULT_SMOKE_PATH: &str = "/";
 const DEFAULT_SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -295,7 +302,7 @@ fn images(
     let written = written.unwrap_or_else(|| {
         DEFAULT_IMAGES
             .iter()
-            .map(|(name, ..)| (name.to_string(), FileImage::default()))
+            .map(|image| (image.name.to_string(), FileImage::default()))
             .collect()
     });
     if written.is_empty() {
@@ -319,10 +326,12 @@ fn image_config(root: &Path, name: String, image: FileImage) -> Result<ImageConf
         ))
         .hint("use lowercase letters, digits and single '.', '_' or '-' between them"));
     }
-    let default = DEFAULT_IMAGES.iter().find(|(n, ..)| *n == name);
+    let default = DEFAULT_IMAGES.iter().find(|image| image.name == name);
     let mut build_args: BTreeMap<String, String> = default
-        .map(|(_, _, args)| {
-            args.iter()
+        .map(|image| {
+            image
+                .build_args
+                .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         })
@@ -331,7 +340,7 @@ fn image_config(root: &Path, name: String, image: FileImage) -> Result<ImageConf
     let context = image.context.unwrap_or_else(|| PathBuf::from("."));
     let dockerfile = image
         .dockerfile
-        .or_else(|| default.map(|(_, dockerfile, _)| PathBuf::from(dockerfile)))
+        .or_else(|| default.map(|image| PathBuf::from(image.dockerfile)))
         .unwrap_or_else(|| context.join("Dockerfile"));
     let smoke = match image.smoke {
         None => None,

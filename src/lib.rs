@@ -6,6 +6,7 @@
 //! [`ci`]); [`cmd`] wires one command from the two.
 
 pub mod build;
+pub mod build_log;
 pub mod changes;
 pub mod ci;
 pub mod cli;

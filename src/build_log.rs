@@ -30,7 +30,6 @@ pub struct BuildLog {
 #[derive(Debug)]
 struct Vertex {
     number: usize,
-    name: String,
     started: bool,
     done: bool,
 }
@@ -46,7 +45,6 @@ impl BuildLog {
                 .entry(vertex.digest.clone())
                 .or_insert_with(|| Vertex {
                     number: next,
-                    name: vertex.name.clone(),
                     started: false,
                     done: false,
                 });

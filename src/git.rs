@@ -40,6 +40,31 @@ pub fn current_branch(repo: &Repository) -> Option<String> {
     head.name().ok().map(str::to_string)
 }
 
+/// The full sha of the commit `rev` names (a sha, short or full, a branch,
+/// a tag, `HEAD`).
+pub fn commit_sha(repo: &Repository, rev: &str) -> Result<String> {
+    repo.revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id().to_string())
+        .map_err(|e| {
+            Error::input(format!("'{rev}' names no commit of this repository"))
+                .caused_by(e.message())
+                .hint("pass a commit sha with --sha, or fetch the commit first")
+        })
+}
+
+/// The URL of the `origin` remote, else of the only remote.
+pub fn remote_url(repo: &Repository) -> Option<String> {
+    let remote = repo.find_remote("origin").ok().or_else(|| {
+        let names = repo.remotes().ok()?;
+        match names.len() {
+            1 => repo.find_remote(names.get(0).ok().flatten()?).ok(),
+            _ => None,
+        }
+    })?;
+    remote.url().ok().map(str::to_string)
+}
+
 fn is_zero_sha(rev: &str) -> bool {
     !rev.is_empty() && rev.chars().all(|c| c == '0')
 }

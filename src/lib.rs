@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod deps;
+pub mod docker;
 pub mod error;
 pub mod git;
 pub mod lint;

@@ -1,0 +1,479 @@
+//! The Docker engine, through bollard: connect, build an image from a
+//! streamed context, tag it, and run its smoke gate.
+//!
+//! Nothing here shells out to the docker command line: the engine is reached
+//! at `DOCKER_HOST` (unix or tcp) or the default socket, with the API version
+//! negotiated, so hoist works with whatever engine the runner has.
+
+use crate::build::{Builder, ImagePlan};
+use crate::build_log::BuildLog;
+use crate::config::Smoke;
+use crate::error::{Error, Result};
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{BuildInfoAux, ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    BuildImageOptions, BuilderVersion, CreateContainerOptions, CreateImageOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, TagImageOptions,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where the engine is when `DOCKER_HOST` is not set.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// How long a ping may take before the engine counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Builds and context uploads are long: the client's request timeout must
+/// not cut them.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How many log lines of a failed smoke container are shown.
+const SMOKE_LOG_LINES: usize = 30;
+
+/// Registry credentials by registry host, for pulling cache sources.
+pub type Credentials = HashMap<String, DockerCredentials>;
+
+/// A connected engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    /// The host as configured, for messages.
+    pub host: String,
+}
+
+/// What one build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image_id: String,
+    /// Dockerfile steps, and how many of them came from the cache.
+    pub steps: usize,
+    pub cached: usize,
+}
+
+impl Engine {
+    /// Connects to the engine at `DOCKER_HOST`, else the default socket, and
+    /// agrees on an API version with it.
+    pub async fn connect() -> Result<Engine> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let unreachable = |cause: &dyn std::fmt::Display| {
+            Error::failed(format!("cannot reach the Docker engine at {host}"))
+                .caused_by(cause)
+                .hint(if host.starts_with("unix://") {
+                    "start the engine (`systemctl start docker`, or `dockerd &`), or point DOCKER_HOST at one (unix:///path/docker.sock or tcp://host:2375)"
+                } else {
+                    "check that the engine listens at DOCKER_HOST, or unset it to use the local socket"
+                })
+        };
+        let docker = Docker::connect_with_host(&host).map_err(|e| {
+            Error::input(format!("DOCKER_HOST '{host}' is not an engine address"))
+                .caused_by(e)
+                .hint("use unix:///path/to/docker.sock or tcp://host:port")
+        })?;
+        let probe = docker.clone().with_timeout(PING_TIMEOUT);
+        probe.ping().await.map_err(|e| unreachable(&e))?;
+        let docker = docker
+            .with_timeout(BUILD_TIMEOUT)
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        Ok(Engine { docker, host })
+    }
+
+    /// The host a port published by a container is reached on.
+    fn published_host(&self) -> String {
+        let address = self
+            .host
+            .strip_prefix("tcp://")
+            .or_else(|| self.host.strip_prefix("http://"));
+        match address.and_then(|a| a.rsplit_once(':')).map(|(h, _)| h) {
+            Some(host) if !host.is_empty() => host.to_string(),
+            _ => "127.0.0.1".to_string(),
+        }
+    }
+
+    /// Builds `image` from `context` (a tar stream whose Dockerfile is at
+    /// `dockerfile`), tagging it with every tag of the plan. Every line of
+    /// progress goes to `print`.
+    pub async fn build(
+        &self,
+        image: &ImagePlan,
+        builder: Builder,
+        no_cache: bool,
+        context: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        dockerfile: &str,
+        credentials: &Credentials,
+        print: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Built> {
+        if builder == Builder::Classic {
+            // The classic builder only reuses layers of images it has locally.
+            for source in &image.cache_from {
+                self.pull_cache_source(source, credentials, print).await;
+            }
+        }
+        let (version, session) = match builder {
+            Builder::Buildkit => (BuilderVersion::BuilderBuildKit, Some(session_id(image))),
+            Builder::Classic => (BuilderVersion::BuilderV1, None),
+        };
+        let options = BuildImageOptions {
+            dockerfile: dockerfile.to_string(),
+            t: image.tags.first().cloned(),
+            nocache: no_cache,
+            cachefrom: Some(image.cache_from.clone()).filter(|c| !c.is_empty()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(image.build_args.clone().into_iter().collect()),
+            labels: Some(image.labels.clone().into_iter().collect()),
+            target: image.target.clone().unwrap_or_default(),
+            version,
+            session,
+            ..BuildImageOptions::default()
+        };
+        let mut log = BuildLog::default();
+        let mut image_id = None;
+        let mut stream = self.docker.build_image(
+            options,
+            Some(credentials.clone()),
+            Some(bollard::body_try_stream(context)),
+        );
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => return Err(build_failed(image, &log, &e)),
+            };
+            let lines = match &info.aux {
+                Some(BuildInfoAux::BuildKit(status)) => log.buildkit(status),
+                Some(BuildInfoAux::Default(id)) => {
+                    image_id = id.id.clone().or(image_id);
+                    Vec::new()
+                }
+                None => log.classic(info.stream.as_deref().unwrap_or_default()),
+            };
+            for line in lines {
+                print(line);
+            }
+        }
+        let image_id = match image_id {
+            Some(id) => id,
+            // Older engines report the id only through the tag.
+            None => self.image_id(&image.tags[0]).await?,
+        };
+        for tag in &image.tags[1..] {
+            self.tag(&image_id, tag).await?;
+        }
+        Ok(Built {
+            image_id,
+            steps: log.steps,
+            cached: log.cached,
+        })
+    }
+
+    /// Pulls a cache source for the classic builder; one that does not exist
+    /// yet (the first build) or cannot be pulled only costs the cache.
+    async fn pull_cache_source(
+        &self,
+        source: &str,
+        credentials: &Credentials,
+        print: &mut (dyn FnMut(String) + Send),
+    ) {
+        let host = registry_host(source);
+        let options = CreateImageOptions {
+            from_image: Some(source.to_string()),
+            ..CreateImageOptions::default()
+        };
+        let credentials = credentials.get(&host).cloned();
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                print(format!("cache source {source} not used: {e}"));
+                return;
+            }
+        }
+        print(format!("cache source {source} pulled"));
+    }
+
+    /// The id of a local image.
+    pub async fn image_id(&self, name: &str) -> Result<String> {
+        let inspect = self
+            .docker
+            .inspect_image(name)
+            .await
+            .map_err(|e| Error::failed(format!("cannot inspect image {name}")).caused_by(e))?;
+        inspect
+            .id
+            .ok_or_else(|| Error::failed(format!("the engine reports no id for image {name}")))
+    }
+
+    /// Tags a local image as `reference` (`repository:tag`).
+    pub async fn tag(&self, image: &str, reference: &str) -> Result<()> {
+        let (repo, tag) = split_reference(reference);
+        let options = TagImageOptions {
+            repo: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+        };
+        self.docker
+            .tag_image(image, Some(options))
+            .await
+            .map_err(|e| Error::failed(format!("cannot tag {image} as {reference}")).caused_by(e))
+    }
+
+    /// Runs the smoke gate of an image: a container from it must answer
+    /// HTTP 200 on the smoke path within the timeout. The container is
+    /// removed whatever happens.
+    pub async fn smoke(&self, name: &str, image_id: &str, smoke: &Smoke) -> Result<()> {
+        let port = format!("{}/tcp", smoke.port);
+        let host = self.published_host();
+        let binding = PortBinding {
+            host_ip: Some(if host == "127.0.0.1" {
+                host.clone()
+            } else {
+                String::new()
+            }),
+            host_port: Some(String::new()),
+        };
+        let body = ContainerCreateBody {
+            image: Some(image_id.to_string()),
+            env: Some(smoke.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            cmd: smoke.command.clone(),
+            exposed_ports: Some(vec![port.clone()]),
+            labels: Some(HashMap::from([(
+                "dev.hoist.smoke".to_string(),
+                name.to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(port.clone(), Some(vec![binding]))])),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let container = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(|e| {
+                Error::failed(format!("{name}: cannot create the smoke container")).caused_by(e)
+            })?
+            .id;
+        let outcome = self
+            .smoke_container(name, &container, &port, &host, smoke)
+            .await;
+        let removed = self
+            .docker
+            .remove_container(
+                &container,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..RemoveContainerOptions::default()
+                }),
+            )
+            .await;
+        match (outcome, removed) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(Error::failed(format!(
+                "{name}: cannot remove the smoke container {container}"
+            ))
+            .caused_by(e)),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    async fn smoke_container(
+        &self,
+        name: &str,
+        container: &str,
+        port: &str,
+        host: &str,
+        smoke: &Smoke,
+    ) -> Result<()> {
+        let fail = |what: String| Error::failed(format!("{name}: smoke gate failed: {what}"));
+        self.docker
+            .start_container(container, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| fail("the container did not start".into()).caused_by(e))?;
+        let inspect = self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| fail("cannot inspect the container".into()).caused_by(e))?;
+        let published = inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|ports| ports.get(port).cloned().flatten())
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse::<u16>().ok());
+        let deadline = Instant::now() + smoke.timeout;
+        let mut last = String::from("no answer yet");
+        loop {
+            if let Some(published) = published {
+                match http_status(host, published, &smoke.path).await {
+                    Ok(200) => return Ok(()),
+                    Ok(status) => last = format!("HTTP {status}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            let state = self
+                .docker
+                .inspect_container(container, None)
+                .await
+                .ok()
+                .and_then(|i| i.state);
+            if let Some(state) = state.filter(|s| s.running == Some(false)) {
+                let code = state.exit_code.unwrap_or_default();
+                return Err(self
+                    .with_logs(
+                        fail(format!("the container exited with code {code}")),
+                        container,
+                    )
+                    .await);
+            }
+            if Instant::now() >= deadline {
+                let what = format!(
+                    "no HTTP 200 on {}{} within {:?} (last: {last})",
+                    smoke.port, smoke.path, smoke.timeout
+                );
+                return Err(self.with_logs(fail(what), container).await);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Adds the last lines of a container's log to an error.
+    async fn with_logs(&self, error: Error, container: &str) -> Error {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: SMOKE_LOG_LINES.to_string(),
+            ..LogsOptions::default()
+        };
+        let mut logs = self.docker.logs(container, Some(options));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        let text = text.trim_end();
+        if text.is_empty() {
+            error.caused_by("the container printed nothing")
+        } else {
+            error.caused_by(format!(
+                "container log (last {SMOKE_LOG_LINES} lines):\n{text}"
+            ))
+        }
+    }
+}
+
+/// The error for a failed build: the image, the failing step, the engine's
+/// message and the last lines of output.
+fn build_failed(image: &ImagePlan, log: &BuildLog, cause: &bollard::errors::Error) -> Error {
+    let message = match log.failed_step() {
+        Some(step) => format!("{}: build failed at step `{step}`", image.name),
+        None => format!("{}: build failed", image.name),
+    };
+    let cause = match cause {
+        bollard::errors::Error::DockerStreamError { error } => error.trim().to_string(),
+        other => other.to_string(),
+    };
+    let tail: Vec<&str> = log.tail().collect();
+    let error = Error::failed(message).caused_by(cause);
+    let error = if tail.is_empty() {
+        error
+    } else {
+        error.caused_by(format!("last lines of the build:\n  {}", tail.join("\n  ")))
+    };
+    error.hint(format!(
+        "fix {} (the step above), or rebuild with `hoist build --image {}` to see it again",
+        image.dockerfile.display(),
+        image.name
+    ))
+}
+
+/// A BuildKit session id, unique per build.
+fn session_id(image: &ImagePlan) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("hoist-{}-{}-{nanos:x}", image.name, std::process::id())
+}
+
+/// `registry/repo/name:tag` -> (`registry/repo/name`, `tag`); a digest or a
+/// missing tag means `latest`.
+fn split_reference(reference: &str) -> (&str, &str) {
+    let reference = reference.split('@').next().unwrap_or(reference);
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    }
+}
+
+/// The registry host of an image reference, as Docker reads it: the first
+/// path component when it looks like a host, else Docker Hub.
+pub fn registry_host(reference: &str) -> String {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
+        _ => "docker.io".to_string(),
+    }
+}
+
+/// The HTTP status of `GET path` at `host:port`.
+async fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<u16> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = vec![0; 64];
+        let mut read = 0;
+        while read < head.len() {
+            let n = stream.read(&mut head[read..]).await?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+            if head[..read].contains(&b'\n') {
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&head[..read]);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("no answer within 2 s")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_repository_and_tag() {
+        assert_eq!(
+            split_reference("127.0.0.1:5000/org/app:staging-1234567"),
+            ("127.0.0.1:5000/org/app", "staging-1234567")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/app"),
+            ("127.0.0.1:5000/app", "latest")
+        );
+        assert_eq!(split_reference("app"), ("app", "latest"));
+    }
+
+    #[test]
+    fn the_registry_host_is_read_as_docker_reads_it() {
+        assert_eq!(registry_host("127.0.0.1:5000/app:x"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_host("123.dkr.ecr.us-east-2.amazonaws.com/org/app:x"),
+            "123.dkr.ecr.us-east-2.amazonaws.com"
+        );
+        assert_eq!(registry_host("localhost/app"), "localhost");
+        assert_eq!(registry_host("org/app:x"), "docker.io");
+        assert_eq!(registry_host("app"), "docker.io");
+    }
+}

@@ -14,7 +14,7 @@ use bollard::auth::DockerCredentials;
 use bollard::models::{BuildInfoAux, ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     BuildImageOptions, BuilderVersion, CreateContainerOptions, CreateImageOptions, LogsOptions,
-    RemoveContainerOptions, StartContainerOptions, TagImageOptions,
+    RemoveContainerOptions, RemoveImageOptions, StartContainerOptions, TagImageOptions,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -219,6 +219,19 @@ impl Engine {
             .tag_image(image, Some(options))
             .await
             .map_err(|e| Error::failed(format!("cannot tag {image} as {reference}")).caused_by(e))
+    }
+
+    /// Removes the tag `reference`; the image goes when it was its last tag.
+    pub async fn untag(&self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptions {
+            noprune: true,
+            ..RemoveImageOptions::default()
+        };
+        self.docker
+            .remove_image(reference, Some(options), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::failed(format!("cannot untag {reference}")).caused_by(e))
     }
 
     /// Runs the smoke gate of an image: a container from it must answer

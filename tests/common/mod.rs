@@ -3,6 +3,7 @@
 // Each test crate uses only some of these helpers.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod git_server;
 
 use std::path::Path;

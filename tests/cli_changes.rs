@@ -447,11 +447,11 @@ fn bad_input_exits_2_with_the_place_and_a_hint() {
     );
     assert!(stdout.is_empty(), "{stdout}");
 
-    repo.write("hoist.yaml", "workflow: bad.yml\nregistry: x\n");
+    repo.write("hoist.yaml", "workflow: bad.yml\nregistyr: x\n");
     let out = repo.hoist(&["changes"]).output();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out).1.contains("unknown field `registry`"),
+        text(&out).1.contains("unknown field `registyr`"),
         "{:?}",
         text(&out)
     );

@@ -160,7 +160,7 @@ mod tests {
     fn timed(mut v: V, start: i64, end: Option<i64>) -> V {
         let mut started = v.started.take().unwrap_or_default();
         started.seconds = start;
-        v.started = Some(started.clone());
+        v.started = Some(started);
         if let Some(end) = end {
             started.seconds = end;
             v.completed = Some(started);

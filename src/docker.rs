@@ -43,6 +43,15 @@ pub struct Engine {
     pub host: String,
 }
 
+/// How every image of one `hoist build` is built.
+#[derive(Clone)]
+pub struct BuildSettings {
+    pub builder: Builder,
+    pub no_cache: bool,
+    /// For pulling cache sources.
+    pub credentials: Credentials,
+}
+
 /// What one build produced.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -102,13 +111,12 @@ impl Engine {
     pub async fn build(
         &self,
         image: &ImagePlan,
-        builder: Builder,
-        no_cache: bool,
+        settings: &BuildSettings,
         context: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
         dockerfile: &str,
-        credentials: &Credentials,
         print: &mut (dyn FnMut(String) + Send),
     ) -> Result<Built> {
+        let (builder, credentials) = (settings.builder, &settings.credentials);
         if builder == Builder::Classic {
             // The classic builder only reuses layers of images it has locally.
             for source in &image.cache_from {
@@ -122,7 +130,7 @@ impl Engine {
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_string(),
             t: image.tags.first().cloned(),
-            nocache: no_cache,
+            nocache: settings.no_cache,
             cachefrom: Some(image.cache_from.clone()).filter(|c| !c.is_empty()),
             rm: true,
             forcerm: true,
@@ -438,7 +446,7 @@ async fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<u16> 
         let request =
             format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
-        let mut head = vec![0; 64];
+        let mut head = [0; 64];
         let mut read = 0;
         while read < head.len() {
             let n = stream.read(&mut head[read..]).await?;

@@ -1,5 +1,6 @@
 //! The command tree.
 
+use crate::build::Builder;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -33,6 +34,9 @@ pub enum Command {
     /// Pre-clone the git dependencies of manifest.json into the bundle dir.
     #[command(after_help = EXIT_CODES)]
     Deps(DepsArgs),
+    /// Build the images through the Docker engine, tagged `:staging-<sha7>` and `:staging-latest`.
+    #[command(after_help = EXIT_CODES)]
+    Build(BuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +95,36 @@ pub struct DepsArgs {
     /// Skip `private` entries whose token is not set (with a warning) instead of failing.
     #[arg(long)]
     pub tolerant: bool,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build only this image (repeatable) [default: every image of hoist.yaml].
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+
+    /// The commit being built [default: GITHUB_SHA, else the repository's HEAD].
+    #[arg(long, value_name = "SHA")]
+    pub sha: Option<String>,
+
+    /// Registry host and repository prefix the tags are for [default: `registry` in hoist.yaml,
+    /// or HOIST_REGISTRY; none: local names].
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = Builder::Buildkit)]
+    pub builder: Builder,
+
+    /// Build every step afresh: no layer cache, no cache source.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Print what would be built, without touching the engine.
+    #[arg(long)]
+    pub dry_run: bool,
 
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -78,10 +78,14 @@ impl Engine {
                     "check that the engine listens at DOCKER_HOST, or unset it to use the local socket"
                 })
         };
-        let docker = Docker::connect_with_host(&host).map_err(|e| {
-            Error::input(format!("DOCKER_HOST '{host}' is not an engine address"))
-                .caused_by(e)
-                .hint("use unix:///path/to/docker.sock or tcp://host:port")
+        let docker = Docker::connect_with_host(&host).map_err(|e| match e {
+            bollard::errors::Error::UnsupportedURISchemeError { .. } => {
+                Error::input(format!("DOCKER_HOST '{host}' is not an engine address"))
+                    .caused_by(e)
+                    .hint("use unix:///path/to/docker.sock or tcp://host:port")
+            }
+            // A socket that is not there: no engine runs at that path.
+            other => unreachable(&other),
         })?;
         let probe = docker.clone().with_timeout(PING_TIMEOUT);
         probe.ping().await.map_err(|e| unreachable(&e))?;

@@ -1,5 +1,6 @@
 //! The commands: each reads its inputs, calls the core, and prints.
 
+mod build;
 mod changes;
 mod deps;
 
@@ -13,6 +14,7 @@ pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
     match cli.command {
         Command::Changes(args) => changes::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Deps(args) => deps::run(&cli.dir, cli.config.as_deref(), args, ci),
+        Command::Build(args) => build::run(&cli.dir, cli.config.as_deref(), args, ci),
     }
 }
 

@@ -1,0 +1,488 @@
+//! `hoist build`: build every image of the plan, concurrently, through the
+//! engine; tag each `:staging-<sha7>` and `:staging-latest`; run its smoke
+//! gate. `--dry-run` prints the same plan without touching the engine.
+
+use crate::build::{self, Builder, ImagePlan, Inputs, Plan};
+use crate::ci::Ci;
+use crate::cli::{BuildArgs, Format};
+use crate::config::{Config, Overrides};
+use crate::context::{self, Context, Summary};
+use crate::docker::{self, BuildSettings, Credentials, Engine};
+use crate::error::{Error, Result};
+use crate::git;
+use bollard::auth::DockerCredentials;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> Result<u8> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let overrides = Overrides {
+        registry: args.registry.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(dir, config_file, overrides, env)?;
+    let inputs = inputs(&config, &args, &env)?;
+    let plan = build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?;
+    let contexts = plan
+        .images
+        .iter()
+        .map(|image| Context::new(&image.context, &image.dockerfile))
+        .collect::<Result<Vec<_>>>()?;
+    let sizes = contexts
+        .iter()
+        .map(Context::scan)
+        .collect::<Result<Vec<_>>>()?;
+
+    if args.dry_run {
+        return dry_run(&plan, &sizes, args.format);
+    }
+    for (image, size) in plan.images.iter().zip(&sizes) {
+        if let Some(warning) = context::size_warning(size) {
+            let text = format!("{}: {warning}", image.name);
+            eprintln!("warning: {text}");
+            if ci.actions {
+                eprintln!("::warning::{text}");
+            }
+        }
+    }
+    let settings = BuildSettings {
+        builder: plan.builder,
+        no_cache: plan.no_cache,
+        credentials: credentials(config.registry.as_deref(), &env),
+    };
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))?;
+    let results = runtime.block_on(build_all(&plan, contexts, settings, ci))?;
+    report(&plan, &results, &sizes, args.format, ci)
+}
+
+/// The sha, CI values, source URL and clock the plan needs.
+fn inputs(
+    config: &Config,
+    args: &BuildArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Inputs> {
+    let repo = git::open(&config.root).ok();
+    let wanted = args.sha.clone().or_else(|| env("GITHUB_SHA"));
+    let sha = match (&wanted, &repo) {
+        (Some(sha), _) if is_full_sha(sha) => sha.to_ascii_lowercase(),
+        (Some(rev), Some(repo)) => git::commit_sha(repo, rev)?,
+        (None, Some(repo)) => git::commit_sha(repo, "HEAD")?,
+        (Some(rev), None) => {
+            return Err(Error::input(format!(
+                "--sha '{rev}' is not a full commit sha, and {} is not in a git repository to resolve it",
+                config.root.display()
+            ))
+            .hint("pass the full 40-character sha"));
+        }
+        (None, None) => {
+            return Err(Error::input(
+                "no commit to build: GITHUB_SHA is not set and there is no git repository",
+            )
+            .hint("pass --sha, or run hoist inside a clone (-C DIR)"));
+        }
+    };
+    let branch = repo.as_ref().and_then(git::current_branch);
+    let ref_name = env("GITHUB_REF_NAME")
+        .or_else(|| branch.map(|b| b.trim_start_matches("refs/heads/").to_string()))
+        .unwrap_or_default();
+    let remote = repo.as_ref().and_then(git::remote_url);
+    let source = build::source_url(
+        env("GITHUB_SERVER_URL").as_deref(),
+        env("GITHUB_REPOSITORY").as_deref(),
+        remote.as_deref(),
+    );
+    let created = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    Ok(Inputs {
+        sha,
+        ref_name,
+        run_id: env("GITHUB_RUN_ID"),
+        source,
+        created,
+        builder: args.builder,
+        no_cache: args.no_cache,
+    })
+}
+
+fn is_full_sha(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Credentials for the registry the cache sources live in, from
+/// `HOIST_REGISTRY_USER` and `HOIST_REGISTRY_PASSWORD`.
+fn credentials(registry: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Credentials {
+    let mut credentials = Credentials::new();
+    if let (Some(registry), Some(username), Some(password)) = (
+        registry,
+        env("HOIST_REGISTRY_USER"),
+        env("HOIST_REGISTRY_PASSWORD"),
+    ) {
+        let host = docker::registry_host(&format!("{registry}/x"));
+        let entry = DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress: Some(host.clone()),
+            ..DockerCredentials::default()
+        };
+        credentials.insert(host, entry);
+    }
+    credentials
+}
+
+/// What `--dry-run` prints: the plan, with each context's size.
+#[derive(Serialize)]
+struct DryRun<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    plan: &'a Plan,
+    contexts: Vec<ContextSize<'a>>,
+}
+
+#[derive(Serialize)]
+struct ContextSize<'a> {
+    image: &'a str,
+    files: u64,
+    bytes: u64,
+}
+
+fn dry_run(plan: &Plan, sizes: &[Summary], format: Format) -> Result<u8> {
+    match format {
+        Format::Json => {
+            let contexts = plan
+                .images
+                .iter()
+                .zip(sizes)
+                .map(|(image, size)| ContextSize {
+                    image: &image.name,
+                    files: size.files,
+                    bytes: size.bytes,
+                })
+                .collect();
+            let document = DryRun {
+                dry_run: true,
+                plan,
+                contexts,
+            };
+            super::print_out(&super::json(&document))?;
+        }
+        Format::Text => {
+            let mut text = format!(
+                "dry run: would build {} image(s) of {} with {}\n",
+                plan.images.len(),
+                plan.sha7,
+                builder_name(plan.builder)
+            );
+            for (image, size) in plan.images.iter().zip(sizes) {
+                text.push_str(&describe(image, size));
+            }
+            super::print_out(&text)?;
+        }
+    }
+    Ok(0)
+}
+
+fn builder_name(builder: Builder) -> &'static str {
+    match builder {
+        Builder::Buildkit => "BuildKit",
+        Builder::Classic => "the classic builder",
+    }
+}
+
+/// One image of the plan, as the dry run prints it.
+fn describe(image: &ImagePlan, size: &Summary) -> String {
+    let mut text = format!("\n{}\n", image.name);
+    text.push_str(&format!("  dockerfile  {}\n", image.dockerfile.display()));
+    text.push_str(&format!(
+        "  context     {} ({} files, {})\n",
+        image.context.display(),
+        size.files,
+        human_bytes(size.bytes)
+    ));
+    if let Some(target) = &image.target {
+        text.push_str(&format!("  target      {target}\n"));
+    }
+    for (key, value) in &image.build_args {
+        text.push_str(&format!("  arg         {key}={value}\n"));
+    }
+    for (key, value) in &image.labels {
+        text.push_str(&format!("  label       {key}={value}\n"));
+    }
+    for tag in &image.tags {
+        text.push_str(&format!("  tag         {tag}\n"));
+    }
+    for source in &image.cache_from {
+        text.push_str(&format!("  cache from  {source}\n"));
+    }
+    if let Some(smoke) = &image.smoke {
+        text.push_str(&format!(
+            "  smoke       HTTP 200 on :{}{} within {:?}\n",
+            smoke.port, smoke.path, smoke.timeout
+        ));
+    }
+    if let Some(warning) = context::size_warning(size) {
+        text.push_str(&format!("  warning     {warning}\n"));
+    }
+    text
+}
+
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// One built image.
+#[derive(Debug, Serialize)]
+struct BuiltImage {
+    name: String,
+    image_id: String,
+    tags: Vec<String>,
+    seconds: f64,
+    steps: usize,
+    cached_steps: usize,
+    smoke: &'static str,
+}
+
+/// A line of one image's build log, or the end of that image's build.
+enum Event {
+    Line(usize, String),
+    Done(usize),
+}
+
+/// Builds every image at once; each image's log stays readable: its own
+/// `::group::` in CI, prefixed lines elsewhere. A failure fails the whole
+/// command, after the other builds have finished.
+async fn build_all(
+    plan: &Plan,
+    contexts: Vec<Context>,
+    settings: BuildSettings,
+    ci: &Ci,
+) -> Result<Vec<BuiltImage>> {
+    let engine = Engine::connect().await?;
+    let (events, mut received) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (index, (image, context)) in plan.images.iter().cloned().zip(contexts).enumerate() {
+        let engine = engine.clone();
+        let settings = settings.clone();
+        let events = events.clone();
+        tasks.push(tokio::spawn(async move {
+            let outcome = build_one(&engine, &image, &settings, context, |line| {
+                let _ = events.send(Event::Line(index, line));
+            })
+            .await;
+            let _ = events.send(Event::Done(index));
+            outcome
+        }));
+    }
+    drop(events);
+
+    let names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
+    let mut printer = Printer::new(&names, ci.actions);
+    while let Some(event) = received.recv().await {
+        printer.print(event);
+    }
+
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(result)) => results.push(result),
+            Ok(Err(error)) => failures.push(error),
+            Err(join) => failures.push(Error::failed("a build task stopped").caused_by(join)),
+        }
+    }
+    match failures.len() {
+        0 => Ok(results),
+        1 => Err(failures.remove(0)),
+        n => {
+            // Every failure in full: each names its image, step and output.
+            let mut error = Error::failed(format!("{n} of {} images failed", plan.images.len()));
+            for failure in failures {
+                let text = failure.to_string();
+                error = error.caused_by(text.strip_prefix("error: ").unwrap_or(&text));
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn build_one(
+    engine: &Engine,
+    image: &ImagePlan,
+    settings: &BuildSettings,
+    context: Context,
+    mut print: impl FnMut(String) + Send,
+) -> Result<BuiltImage> {
+    let started = Instant::now();
+    let dockerfile = context.dockerfile_in_tar().to_string();
+    let (body, writer) = context.stream();
+    let built = engine
+        .build(image, settings, body, &dockerfile, &mut print)
+        .await;
+    // A context that could not be read explains a failed upload better than
+    // the engine's complaint about a cut stream.
+    let sent = writer.join();
+    let built = match (built, sent) {
+        (Err(_), Err(context)) | (Ok(_), Err(context)) => return Err(context),
+        (built, Ok(_)) => built?,
+    };
+    let mut smoke = "none";
+    if let Some(gate) = &image.smoke {
+        print(format!(
+            "smoke: waiting for HTTP 200 on :{}{}",
+            gate.port, gate.path
+        ));
+        if let Err(error) = engine.smoke(&image.name, &built.image_id, gate).await {
+            // A broken image must not be pushable by its tags.
+            for tag in &image.tags {
+                let _ = engine.untag(tag).await;
+            }
+            return Err(
+                error.hint("the image was untagged so it cannot be pushed; fix it and build again")
+            );
+        }
+        print("smoke: passed".to_string());
+        smoke = "passed";
+    }
+    Ok(BuiltImage {
+        name: image.name.clone(),
+        image_id: built.image_id,
+        tags: image.tags.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        steps: built.steps,
+        cached_steps: built.cached,
+        smoke,
+    })
+}
+
+/// Prints build logs to stderr: prefixed with the image name as they come,
+/// or, under a CI runner, one `::group::` per image when it finishes (groups
+/// cannot interleave).
+struct Printer {
+    names: Vec<String>,
+    width: usize,
+    grouped: bool,
+    buffered: Vec<Vec<String>>,
+}
+
+impl Printer {
+    fn new(names: &[&str], grouped: bool) -> Printer {
+        Printer {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            width: names.iter().map(|n| n.len()).max().unwrap_or(0),
+            grouped,
+            buffered: vec![Vec::new(); names.len()],
+        }
+    }
+
+    fn print(&mut self, event: Event) {
+        match event {
+            Event::Line(index, line) if self.grouped => self.buffered[index].push(line),
+            Event::Line(index, line) => {
+                eprintln!("{:width$} | {line}", self.names[index], width = self.width);
+            }
+            Event::Done(index) if self.grouped => {
+                eprintln!("::group::build {}", self.names[index]);
+                for line in self.buffered[index].drain(..) {
+                    eprintln!("{line}");
+                }
+                eprintln!("::endgroup::");
+            }
+            Event::Done(_) => {}
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    sha: &'a str,
+    sha7: &'a str,
+    builder: Builder,
+    images: &'a [BuiltImage],
+}
+
+fn report(
+    plan: &Plan,
+    results: &[BuiltImage],
+    sizes: &[Summary],
+    format: Format,
+    ci: &Ci,
+) -> Result<u8> {
+    match format {
+        Format::Json => {
+            let document = Document {
+                sha: &plan.sha,
+                sha7: &plan.sha7,
+                builder: plan.builder,
+                images: results,
+            };
+            super::print_out(&super::json(&document))?;
+        }
+        Format::Text => {
+            let mut text = String::new();
+            for result in results {
+                text.push_str(&format!(
+                    "built {} {} in {:.1}s ({}/{} steps cached, smoke {})\n",
+                    result.name,
+                    short_id(&result.image_id),
+                    result.seconds,
+                    result.cached_steps,
+                    result.steps,
+                    result.smoke
+                ));
+                for tag in &result.tags {
+                    text.push_str(&format!("  {tag}\n"));
+                }
+            }
+            super::print_out(&text)?;
+        }
+    }
+    ci.set_output("sha7", &plan.sha7)?;
+    for result in results {
+        ci.set_output(&format!("{}-image-id", result.name), &result.image_id)?;
+    }
+    let mut summary = String::from(
+        "### hoist build\n\n| image | id | tags | context | time | cached |\n|---|---|---|---|---|---|\n",
+    );
+    for (result, size) in results.iter().zip(sizes) {
+        summary.push_str(&format!(
+            "| {} | `{}` | {} | {} | {:.1} s | {}/{} |\n",
+            result.name,
+            short_id(&result.image_id),
+            result
+                .tags
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join("<br>"),
+            human_bytes(size.bytes),
+            result.seconds,
+            result.cached_steps,
+            result.steps
+        ));
+    }
+    ci.add_summary(&summary)?;
+    Ok(0)
+}
+
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}

@@ -30,6 +30,7 @@ pub struct BuildLog {
 #[derive(Debug)]
 struct Vertex {
     number: usize,
+    name: String,
     started: bool,
     done: bool,
 }
@@ -45,6 +46,7 @@ impl BuildLog {
                 .entry(vertex.digest.clone())
                 .or_insert_with(|| Vertex {
                     number: next,
+                    name: vertex.name.clone(),
                     started: false,
                     done: false,
                 });
@@ -88,6 +90,30 @@ impl BuildLog {
             for line in String::from_utf8_lossy(&log.msg).lines() {
                 lines.push(format!("#{number} {}", line.trim_end()));
             }
+        }
+        self.remember(&lines);
+        lines
+    }
+
+    /// The lines for the end of a BuildKit build: a step this build never
+    /// saw finish was run by a concurrent build of identical content (the
+    /// engine solves the same step once) and counts as taken from the cache.
+    pub fn finish(&mut self) -> Vec<String> {
+        let mut open: Vec<&mut Vertex> = self
+            .vertices
+            .values_mut()
+            .filter(|v| !v.done && is_dockerfile_step(&v.name))
+            .collect();
+        open.sort_by_key(|v| v.number);
+        let mut lines = Vec::new();
+        for vertex in open {
+            vertex.done = true;
+            self.steps += 1;
+            self.cached += 1;
+            lines.push(format!(
+                "#{} {} (shared with a concurrent build)",
+                vertex.number, vertex.name
+            ));
         }
         self.remember(&lines);
         lines
@@ -231,9 +257,28 @@ mod tests {
             ..StatusResponse::default()
         };
         assert_eq!(log.buildkit(&failed), ["#3 ERROR: exit code: 1"]);
+        assert!(log.finish().is_empty(), "every step finished");
         assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
         assert_eq!((log.steps, log.cached), (1, 1));
         assert_eq!(log.tail().last(), Some("#3 ERROR: exit code: 1"));
+    }
+
+    #[test]
+    fn a_step_run_by_a_concurrent_build_counts_as_cached() {
+        let mut log = BuildLog::default();
+        let seen = StatusResponse {
+            vertexes: vec![
+                vertex("a", "[1/1] COPY src/ /srv/"),
+                vertex("b", "exporting to image"),
+            ],
+            ..StatusResponse::default()
+        };
+        assert!(log.buildkit(&seen).is_empty(), "nothing started yet");
+        assert_eq!(
+            log.finish(),
+            ["#1 [1/1] COPY src/ /srv/ (shared with a concurrent build)"]
+        );
+        assert_eq!((log.steps, log.cached), (1, 1));
     }
 
     #[test]

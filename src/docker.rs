@@ -169,6 +169,9 @@ impl Engine {
                 print(line);
             }
         }
+        for line in log.finish() {
+            print(line);
+        }
         let image_id = match image_id {
             Some(id) => id,
             // Older engines report the id only through the tag.

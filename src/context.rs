@@ -106,7 +106,8 @@ pub fn size_warning(summary: &Summary) -> Option<String> {
     Some(text)
 }
 
-fn human_bytes(bytes: u64) -> String {
+/// `1.5 MiB`-style sizes for people.
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

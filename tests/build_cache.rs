@@ -8,9 +8,8 @@
 mod common;
 
 use common::docker::{self, Registry, RegistryOptions, require_engine, scratch_context};
+use common::hoist;
 use serde_json::Value;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 const FIRST: &str = "1111111111111111111111111111111111111111";
 const SECOND: &str = "2222222222222222222222222222222222222222";
@@ -24,17 +23,6 @@ ARG GIT_SHA
 RUN ["/bin/busybox", "sh", "-c", "echo $GIT_SHA > /sha"]
 CMD ["/bin/busybox", "cat", "/expensive", "/sha"]
 "#;
-
-fn hoist(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
-    command.current_dir(dir).args(args).stdin(Stdio::null());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("GITHUB_") || name.starts_with("HOIST_") {
-            command.env_remove(name);
-        }
-    }
-    command.envs(env.iter().copied()).output().unwrap()
-}
 
 /// Removes every local tag of `repository` and BuildKit's build cache: what
 /// a fresh runner starts with.

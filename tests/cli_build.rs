@@ -7,9 +7,10 @@
 mod common;
 
 use common::docker::{self, SCRATCH_DOCKERFILE, TempImage, require_engine, scratch_context};
+use common::hoist;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -58,7 +59,7 @@ impl Project {
     }
 
     fn hoist(&self, args: &[&str]) -> Output {
-        hoist_in(self.path(), args, &[])
+        hoist(self.path(), args, &[])
     }
 
     fn tag(&self, index: usize, tag: &str) -> String {
@@ -74,18 +75,6 @@ impl Drop for Project {
             }
         }
     }
-}
-
-fn hoist_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
-    command.current_dir(dir).args(args).stdin(Stdio::null());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("GITHUB_") || name.starts_with("HOIST_") {
-            command.env_remove(name);
-        }
-    }
-    command.envs(env.iter().copied());
-    command.output().unwrap()
 }
 
 fn stderr(out: &Output) -> String {
@@ -206,7 +195,7 @@ fn builds_images_concurrently_with_readable_logs() {
         ("GITHUB_RUN_ID", "4242"),
         ("GITHUB_OUTPUT", ci_out.path().to_str().unwrap()),
     ];
-    let out = hoist_in(project.path(), &["build", "--sha", SHA], &ci_env);
+    let out = hoist(project.path(), &["build", "--sha", SHA], &ci_env);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
     for name in [&a, &b] {
@@ -357,7 +346,7 @@ fn dry_run_prints_the_plan_without_an_engine() {
     let head = common::git(dir.path(), &["rev-parse", "HEAD"]);
     let nowhere = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
 
-    let out = hoist_in(
+    let out = hoist(
         dir.path(),
         &[
             "build",
@@ -383,7 +372,7 @@ fn dry_run_prints_the_plan_without_an_engine() {
     }
     assert!(!text.contains("s3cret"), "{text}");
 
-    let out = hoist_in(
+    let out = hoist(
         dir.path(),
         &[
             "build",
@@ -415,7 +404,7 @@ fn bad_input_and_an_unreachable_engine() {
     let no_engine = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
     let sha = ["build", "--sha", SHA];
 
-    let out = hoist_in(dir.path(), &sha, &no_engine);
+    let out = hoist(dir.path(), &sha, &no_engine);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("workspace-server/Dockerfile"),
@@ -429,7 +418,7 @@ fn bad_input_and_an_unreachable_engine() {
     )
     .unwrap();
     std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-    let out = hoist_in(
+    let out = hoist(
         dir.path(),
         &["build", "--sha", SHA, "--image", "nope"],
         &no_engine,
@@ -446,7 +435,7 @@ fn bad_input_and_an_unreachable_engine() {
         "images:\n  app:\n    dockerfil: Dockerfile\n",
     )
     .unwrap();
-    let out = hoist_in(dir.path(), &sha, &no_engine);
+    let out = hoist(dir.path(), &sha, &no_engine);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("unknown field `dockerfil`"),
@@ -460,15 +449,15 @@ fn bad_input_and_an_unreachable_engine() {
         "images:\n  app:\n    context: missing\n",
     )
     .unwrap();
-    let out = hoist_in(dir.path(), &sha, &no_engine);
+    let out = hoist(dir.path(), &sha, &no_engine);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
 
-    let out = hoist_in(dir.path(), &["build", "--sha", "not-a-sha"], &no_engine);
+    let out = hoist(dir.path(), &["build", "--sha", "not-a-sha"], &no_engine);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     std::fs::write(dir.path().join("hoist.yaml"), "images:\n  app: {}\n").unwrap();
-    let out = hoist_in(dir.path(), &sha, &no_engine);
+    let out = hoist(dir.path(), &sha, &no_engine);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -478,12 +467,12 @@ fn bad_input_and_an_unreachable_engine() {
     assert!(err.contains("hint: "), "{err}");
 
     let bad_scheme = [("DOCKER_HOST", "ftp://engine")];
-    let out = hoist_in(dir.path(), &sha, &bad_scheme);
+    let out = hoist(dir.path(), &sha, &bad_scheme);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("DOCKER_HOST 'ftp://engine' is not an engine address"));
 
     let closed = [("DOCKER_HOST", "tcp://127.0.0.1:9")];
-    let out = hoist_in(dir.path(), &sha, &closed);
+    let out = hoist(dir.path(), &sha, &closed);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("tcp://127.0.0.1:9"),

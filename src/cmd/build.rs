@@ -6,7 +6,7 @@ use crate::build::{self, Builder, ImagePlan, Inputs, Plan};
 use crate::ci::Ci;
 use crate::cli::{BuildArgs, Format};
 use crate::config::{Config, Overrides};
-use crate::context::{self, Context, Summary};
+use crate::context::{self, Context, Summary, human_bytes};
 use crate::docker::{self, BuildSettings, Credentials, Engine};
 use crate::error::{Error, Result};
 use crate::git;
@@ -232,20 +232,6 @@ fn describe(image: &ImagePlan, size: &Summary) -> String {
         text.push_str(&format!("  warning     {warning}\n"));
     }
     text
-}
-
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// One built image.

@@ -54,6 +54,9 @@ pub struct Context {
     dockerfile_in_tar: String,
     outside: bool,
     ignore: Dockerignore,
+    /// Written first into the tar as a PAX global header; see
+    /// [`Context::with_build_id`].
+    build_id: Option<String>,
 }
 
 /// What a context holds, as sent.
@@ -177,6 +180,7 @@ impl Context {
             dockerfile_in_tar,
             outside,
             ignore,
+            build_id: None,
         })
     }
 
@@ -201,6 +205,21 @@ impl Context {
         &self.ignore
     }
 
+    /// Marks the tar as this build's own: its first record becomes a PAX
+    /// global header (`comment=<id>`), which unpacking ignores.
+    ///
+    /// BuildKit keys a context sent as the request body by its content, so
+    /// two concurrent builds of byte-identical contexts (two images from
+    /// one repository root) were merged into one download; under load the
+    /// second build then read the first one's context after the engine had
+    /// released it and failed with "context not found". Distinct bytes keep
+    /// the builds apart; the steps after the context load are keyed by the
+    /// content of the files they copy, so their cache is unaffected.
+    pub fn with_build_id(mut self, id: impl Into<String>) -> Context {
+        self.build_id = Some(id.into());
+        self
+    }
+
     /// Walks the context as [`Context::write_tar`] does, without writing:
     /// what would be sent. Like the docker CLI, it opens every file to be
     /// sent, so an unreadable one fails here already.
@@ -220,6 +239,9 @@ impl Context {
     /// as such, sockets left out.
     pub fn write_tar(&self, out: impl Write) -> Result<Summary> {
         let mut tar = tar::Builder::new(out);
+        if let Some(id) = &self.build_id {
+            append_global_comment(&mut tar, id)?;
+        }
         let mut tally = Tally::default();
         self.entries(&mut |entry| {
             tally.add(&entry);
@@ -534,6 +556,24 @@ fn write_error(cause: io::Error) -> Error {
 }
 
 /// Appends one entry to the tar.
+/// A PAX global extended header holding one `comment` record.
+fn append_global_comment<W: Write>(tar: &mut tar::Builder<W>, comment: &str) -> Result<()> {
+    // A record is "<length> comment=<text>\n", its length counting itself.
+    let body = format!(" comment={comment}\n");
+    let mut length = body.len() + 1;
+    while length.to_string().len() + body.len() != length {
+        length += 1;
+    }
+    let record = format!("{length}{body}");
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::XGlobalHeader);
+    header.set_path("pax_global_header").map_err(write_error)?;
+    header.set_mode(0o644);
+    header.set_size(record.len() as u64);
+    header.set_cksum();
+    tar.append(&header, record.as_bytes()).map_err(write_error)
+}
+
 fn append<W: Write>(tar: &mut tar::Builder<W>, entry: Entry) -> Result<()> {
     let path = Path::new(OsStr::from_bytes(entry.rel));
     let mut header = tar::Header::new_ustar();

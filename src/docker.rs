@@ -421,10 +421,15 @@ fn build_failed(image: &ImagePlan, log: &BuildLog, cause: &bollard::errors::Erro
 
 /// A BuildKit session id, unique per build.
 fn session_id(image: &ImagePlan) -> String {
+    format!("hoist-{}-{}", image.name, unique_suffix())
+}
+
+/// `<pid>-<nanoseconds>`: unique on this machine, for ids of one build.
+pub fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("hoist-{}-{}-{nanos:x}", image.name, std::process::id())
+    format!("{}-{nanos:x}", std::process::id())
 }
 
 /// `registry/repo/name:tag` -> (`registry/repo/name`, `tag`); a digest or a

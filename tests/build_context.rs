@@ -1028,3 +1028,24 @@ fn the_scan_sums_up_what_is_sent() {
         "{warning}"
     );
 }
+
+/// A build id goes first, as a PAX global header (which unpacking ignores),
+/// and the rest of the tar is byte for byte the same.
+#[test]
+fn a_build_id_is_a_global_header_before_the_same_tar() {
+    let t = Tree::new();
+    let dockerfile = t.dockerfile();
+    t.file("src/main.rs", "fn main() {}\n");
+    let ctx = Context::new(t.root(), &dockerfile).unwrap();
+    let (plain, _) = hoist_tar(&ctx);
+    let (marked, _) = hoist_tar(&ctx.with_build_id("hoist build app 1-2"));
+
+    let mut archive = tar::Archive::new(&marked[..]);
+    let mut first = archive.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(first.header().entry_type(), tar::EntryType::XGlobalHeader);
+    let mut record = String::new();
+    first.read_to_string(&mut record).unwrap();
+    assert_eq!(record, "31 comment=hoist build app 1-2\n");
+    // One header block and one data block, then the unmarked tar.
+    assert_eq!(&marked[1024..], &plain[..]);
+}

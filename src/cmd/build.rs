@@ -318,7 +318,8 @@ async fn build_one(
 ) -> Result<BuiltImage> {
     let started = Instant::now();
     let dockerfile = context.dockerfile_in_tar().to_string();
-    let (body, writer) = context.stream();
+    let build_id = format!("hoist build {} {}", image.name, docker::unique_suffix());
+    let (body, writer) = context.with_build_id(build_id).stream();
     let built = engine
         .build(image, settings, body, &dockerfile, &mut print)
         .await;

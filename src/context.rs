@@ -610,12 +610,12 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, entry: Entry) -> Result<()> {
                         left: size,
                         failure: &mut failure,
                     };
-                    match tar.append_data(&mut header, path, reader) {
-                        Err(_) if failure.is_some() => {
-                            return Err(unreadable(&file_path, failure.expect("checked")));
-                        }
-                        other => other,
+                    let appended = tar.append_data(&mut header, path, reader);
+                    // A read error of the file says more than the tar's.
+                    if let (Err(_), Some(cause)) = (&appended, failure) {
+                        return Err(unreadable(&file_path, cause));
                     }
+                    appended
                 }
             }
         }

@@ -61,7 +61,9 @@ impl BuildLog {
             if !vertex.error.is_empty() {
                 known.done = true;
                 lines.push(format!("#{number} ERROR: {}", vertex.error));
-                if self.failed_step.is_none() && !vertex.name.starts_with("[internal]") {
+                // Only a Dockerfile step can fail the build: a cache source
+                // that cannot be read is an error line, then the build goes on.
+                if self.failed_step.is_none() && is_dockerfile_step(&vertex.name) {
                     self.failed_step = Some(vertex.name.clone());
                 }
             } else if vertex.cached || vertex.completed.is_some() {
@@ -249,6 +251,19 @@ mod tests {
                 "#3 still"
             ]
         );
+        let cache = StatusResponse {
+            vertexes: vec![V {
+                error: "401 Unauthorized".into(),
+                ..timed(
+                    vertex("d", "importing cache manifest from r/app"),
+                    11,
+                    Some(11),
+                )
+            }],
+            ..StatusResponse::default()
+        };
+        log.buildkit(&cache);
+        assert_eq!(log.failed_step(), None, "a cache source is not a step");
         let failed = StatusResponse {
             vertexes: vec![V {
                 error: "exit code: 1".into(),
@@ -257,6 +272,7 @@ mod tests {
             ..StatusResponse::default()
         };
         assert_eq!(log.buildkit(&failed), ["#3 ERROR: exit code: 1"]);
+        assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
         assert!(log.finish().is_empty(), "every step finished");
         assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
         assert_eq!((log.steps, log.cached), (1, 1));

@@ -110,11 +110,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "SHA")]
     pub sha: Option<String>,
 
-    /// Registry host and repository prefix the tags are for [default: `registry` in hoist.yaml,
-    /// or HOIST_REGISTRY; none: local names].
+    /// Registry host and repository prefix the tags are for [default: HOIST_REGISTRY, else
+    /// `registry` in hoist.yaml; none: local names].
     #[arg(long, value_name = "REGISTRY")]
     pub registry: Option<String>,
 
+    /// The engine's builder.
     #[arg(long, value_enum, default_value_t = Builder::Buildkit)]
     pub builder: Builder,
 

@@ -327,7 +327,7 @@ async fn build_one(
     // the engine's complaint about a cut stream.
     let sent = writer.join();
     let built = match (built, sent) {
-        (Err(_), Err(context)) | (Ok(_), Err(context)) => return Err(context),
+        (_, Err(context)) => return Err(context),
         (built, Ok(_)) => built?,
     };
     let mut smoke = "none";

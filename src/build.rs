@@ -113,19 +113,20 @@ pub fn plan(
 }
 
 fn image_plan(image: &ImageConfig, registry: Option<&str>, inputs: &Inputs) -> Result<ImagePlan> {
+    // `what` names the value in an error: `build_args.GIT_SHA`, `cache_from`.
+    let expand_one = |what: String, value: &str| {
+        expand(value, inputs).map_err(|unknown| {
+            Error::input(format!(
+                "images.{}.{what}: unknown variable ${{{unknown}}}",
+                image.name
+            ))
+            .hint("the variables are ${sha}, ${sha7}, ${ref_name} and ${run_id}")
+        })
+    };
     let expand_all = |what: &str, values: &BTreeMap<String, String>| {
         values
             .iter()
-            .map(|(key, value)| {
-                let expanded = expand(value, inputs).map_err(|unknown| {
-                    Error::input(format!(
-                        "images.{}.{what}.{key}: unknown variable ${{{unknown}}}",
-                        image.name
-                    ))
-                    .hint("the variables are ${sha}, ${sha7}, ${ref_name} and ${run_id}")
-                })?;
-                Ok((key.clone(), expanded))
-            })
+            .map(|(key, value)| Ok((key.clone(), expand_one(format!("{what}.{key}"), value)?)))
             .collect::<Result<BTreeMap<_, _>>>()
     };
     let mut build_args = expand_all("build_args", &image.build_args)?;
@@ -151,8 +152,8 @@ fn image_plan(image: &ImageConfig, registry: Option<&str>, inputs: &Inputs) -> R
         _ if inputs.no_cache => Vec::new(),
         (Some(sources), _) => sources
             .iter()
-            .map(|s| expand(s, inputs).unwrap_or_else(|_| s.clone()))
-            .collect(),
+            .map(|source| expand_one("cache_from".to_string(), source))
+            .collect::<Result<_>>()?,
         (None, Some(_)) => vec![format!("{repository}:{STAGING_LATEST}")],
         (None, None) => Vec::new(),
     };
@@ -363,11 +364,20 @@ mod tests {
         assert!(err.message.contains("unknown image 'nope'"), "{err}");
         assert!(err.message.contains("platform, platform-tenant"), "{err}");
 
-        let config = self::config("images:\n  a:\n    build_args: {X: '${commit}'}\n");
+        let config = self::config(
+            "images:\n  b:\n    cache_from: ['r/b:${branch}']\n  a:\n    build_args: {X: '${commit}'}\n",
+        );
         let err = super::plan(&config, None, &[], &inputs()).unwrap_err();
         assert!(
             err.message
                 .contains("images.a.build_args.X: unknown variable ${commit}"),
+            "{err}"
+        );
+        let selected = ["b".to_string()];
+        let err = super::plan(&config, None, &selected, &inputs()).unwrap_err();
+        assert!(
+            err.message
+                .contains("images.b.cache_from: unknown variable ${branch}"),
             "{err}"
         );
     }

@@ -30,10 +30,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         .iter()
         .map(|image| Context::new(&image.context, &image.dockerfile))
         .collect::<Result<Vec<_>>>()?;
-    let sizes = contexts
-        .iter()
-        .map(Context::scan)
-        .collect::<Result<Vec<_>>>()?;
+    let sizes = scan_all(&contexts)?;
 
     if args.dry_run {
         return dry_run(&plan, &sizes, args.format);
@@ -56,6 +53,27 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))?;
     let results = runtime.block_on(build_all(&plan, contexts, settings, ci))?;
     report(&plan, &results, &sizes, args.format, ci)
+}
+
+/// Each context's size. Images sharing a context directory (the reference
+/// pipeline's two share the repository root) are walked once: a walk opens
+/// every file it would send.
+fn scan_all(contexts: &[Context]) -> Result<Vec<Summary>> {
+    let mut sizes: Vec<Summary> = Vec::with_capacity(contexts.len());
+    for (index, context) in contexts.iter().enumerate() {
+        // A Dockerfile from outside is part of what its own context sends.
+        let same = |other: &Context| {
+            other.dir() == context.dir()
+                && !other.dockerfile_is_outside()
+                && !context.dockerfile_is_outside()
+        };
+        let size = match contexts[..index].iter().position(same) {
+            Some(earlier) => sizes[earlier].clone(),
+            None => context.scan()?,
+        };
+        sizes.push(size);
+    }
+    Ok(sizes)
 }
 
 /// The sha, CI values, source URL and clock the plan needs.

@@ -21,5 +21,6 @@ pub mod git;
 pub mod lint;
 pub mod manifest;
 pub mod pattern;
+pub mod registry;
 pub mod secret;
 pub mod workflow;

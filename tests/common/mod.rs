@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod git_server;
+pub mod proxy;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,0 +1,408 @@
+//! Registries, behind one small interface: read a tag's manifest, write a
+//! manifest under a tag, tell which commit an image was built from, and hand
+//! the engine the credentials for a push.
+//!
+//! Two backends: [`ecr`] (the ECR API through aws-sdk-ecr, chosen for
+//! `<account>.dkr.ecr.<region>.amazonaws.com`) and [`oci`] (the OCI
+//! distribution API over HTTP(S), for every other registry). Both retry
+//! transient failures ([`retry`]) and count the retries for the summary.
+//!
+//! A manifest is kept as the exact bytes the registry served: its digest is
+//! the sha256 of those bytes, so nothing here ever re-serialises one.
+
+pub mod credentials;
+pub mod ecr;
+pub mod oci;
+pub mod retry;
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// Docker's single-platform manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker's multi-platform manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// OCI's single-platform manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI's index (multi-platform, or one platform plus attestations).
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Every manifest kind hoist reads, asked for together so that the registry
+/// serves what it stores instead of converting it.
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    OCI_INDEX,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST,
+];
+
+/// The label that names the commit an image was built from.
+pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
+
+/// Where the images go (`REG`): a registry host and a repository prefix,
+/// e.g. `123456789012.dkr.ecr.eu-west-1.amazonaws.com/molecule-ai`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host[:port]`.
+    pub host: String,
+    /// The repository prefix, without slashes at either end; may be empty.
+    pub prefix: String,
+}
+
+/// An ECR registry host's parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrHost {
+    pub account: String,
+    pub region: String,
+}
+
+impl Target {
+    /// Parses `host[:port][/prefix]`. The host must look like one (a dot, a
+    /// port or `localhost`), as the docker CLI requires of a registry.
+    pub fn parse(registry: &str) -> Result<Target> {
+        let trimmed = registry.trim().trim_end_matches('/');
+        let bad = |why: &str| {
+            Error::input(format!("invalid registry '{registry}': {why}")).hint(
+                "give the registry host and repository prefix, e.g. \
+                 123456789012.dkr.ecr.eu-west-1.amazonaws.com/molecule-ai or localhost:5000/team",
+            )
+        };
+        if trimmed.contains("://") {
+            return Err(bad(
+                "leave out the scheme (https:// is used, plain HTTP on loopback)",
+            ));
+        }
+        let (host, prefix) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
+        if host.is_empty() || !looks_like_host {
+            return Err(bad(
+                "the first part must be a registry host (with a dot or a port)",
+            ));
+        }
+        if host.contains('@') {
+            return Err(bad(
+                "credentials do not belong in the registry; use the Docker config or HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD",
+            ));
+        }
+        if prefix.split('/').any(|part| part.is_empty()) && !prefix.is_empty() {
+            return Err(bad("the repository prefix has an empty path segment"));
+        }
+        Ok(Target {
+            host: host.to_ascii_lowercase(),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// The repository of an image: `<prefix>/<image>`.
+    pub fn repository(&self, image: &str) -> String {
+        if self.prefix.is_empty() {
+            image.to_string()
+        } else {
+            format!("{}/{image}", self.prefix)
+        }
+    }
+
+    /// `host/prefix/image:tag`, as the engine names it.
+    pub fn reference(&self, image: &str, tag: &str) -> String {
+        format!("{}/{}:{tag}", self.host, self.repository(image))
+    }
+
+    /// `host/prefix/image@sha256:…`, the reference that cannot move.
+    pub fn pinned(&self, image: &str, digest: &str) -> String {
+        format!("{}/{}@{digest}", self.host, self.repository(image))
+    }
+
+    /// The account and region when the host is an ECR registry.
+    pub fn ecr(&self) -> Option<EcrHost> {
+        let host = self.host.split(':').next().unwrap_or(&self.host);
+        let mut parts = host.split('.');
+        let account = parts.next()?;
+        let (dkr, ecr, region) = (parts.next()?, parts.next()?, parts.next()?);
+        let rest: Vec<&str> = parts.collect();
+        let is_aws = matches!(
+            rest.as_slice(),
+            ["amazonaws", "com"] | ["amazonaws", "com", "cn"]
+        );
+        let account_ok = account.len() == 12 && account.chars().all(|c| c.is_ascii_digit());
+        (dkr == "dkr" && ecr == "ecr" && is_aws && account_ok).then(|| EcrHost {
+            account: account.to_string(),
+            region: region.to_string(),
+        })
+    }
+
+    /// Plain HTTP is allowed for loopback registries only.
+    pub fn is_loopback(&self) -> bool {
+        let host = match self.host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => &self.host,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// A manifest as the registry serves it: the exact bytes, their media type
+/// and the digest that names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// `sha256:<hex>`, as the registry reports it.
+    pub digest: String,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+impl Manifest {
+    /// A manifest whose digest is computed from its bytes.
+    pub fn from_bytes(media_type: impl Into<String>, bytes: Bytes) -> Manifest {
+        Manifest {
+            digest: digest_of(&bytes),
+            media_type: media_type.into(),
+            bytes,
+        }
+    }
+
+    fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.bytes).ok()
+    }
+
+    /// The config blob's digest, for a single-platform manifest.
+    pub fn config_digest(&self) -> Option<String> {
+        let json = self.json()?;
+        json.get("config")?
+            .get("digest")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// What the image weighs in the registry: config and layers (or, for an
+    /// index, the manifests it lists), as the manifest declares them.
+    pub fn size(&self) -> Option<u64> {
+        let json = self.json()?;
+        let sizes = |key: &str| {
+            json.get(key)
+                .and_then(|v| v.as_array())
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|item| item.get("size")?.as_u64())
+                        .sum::<u64>()
+                })
+                .unwrap_or(0)
+        };
+        let config = json
+            .get("config")
+            .and_then(|c| c.get("size"))
+            .and_then(|s| s.as_u64())
+            .unwrap_or(0);
+        Some(config + sizes("layers") + sizes("manifests"))
+    }
+
+    /// Whether this is an index or manifest list rather than one image.
+    pub fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_MANIFEST_LIST
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in hash {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// A user name and password (or token) for a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// What the engine needs to push to a registry: the login for the host.
+#[derive(Debug, Clone)]
+pub struct PushAuth {
+    pub server: String,
+    pub login: Option<Login>,
+}
+
+impl PushAuth {
+    /// Every secret value this carries, for masking in CI.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        self.login.iter().map(|l| &l.password).collect()
+    }
+}
+
+/// What [`Registry::ensure_repository`] may do about a missing repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Fail,
+    Create,
+}
+
+/// A connected registry: one of the two backends.
+pub enum Registry {
+    Ecr(ecr::Ecr),
+    Oci(oci::Oci),
+}
+
+impl Registry {
+    /// Connects to the registry of `target`: ECR when the host is an ECR
+    /// host, the OCI distribution API otherwise. `env` reads the
+    /// environment (credentials, endpoint overrides).
+    pub async fn connect(
+        target: &Target,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Registry> {
+        match target.ecr() {
+            Some(host) => Ok(Registry::Ecr(ecr::Ecr::connect(target, &host, env).await?)),
+            None => Ok(Registry::Oci(oci::Oci::connect(target, env)?)),
+        }
+    }
+
+    /// `"ECR"` or `"OCI"`, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Registry::Ecr(_) => "ECR",
+            Registry::Oci(_) => "OCI",
+        }
+    }
+
+    /// The login the engine pushes with (ECR: from `GetAuthorizationToken`,
+    /// cached and refreshed before it expires).
+    pub async fn push_auth(&self) -> Result<PushAuth> {
+        match self {
+            Registry::Ecr(r) => r.push_auth().await,
+            Registry::Oci(r) => r.push_auth().await,
+        }
+    }
+
+    /// Checks that a repository exists (or creates it); registries that
+    /// create repositories on push accept any name.
+    pub async fn ensure_repository(&self, repository: &str, missing: Missing) -> Result<()> {
+        match self {
+            Registry::Ecr(r) => r.ensure_repository(repository, missing).await,
+            Registry::Oci(r) => r.ensure_repository(repository, missing).await,
+        }
+    }
+
+    /// The manifest a tag names, or `None` when the tag does not exist.
+    pub async fn manifest(&self, repository: &str, tag: &str) -> Result<Option<Manifest>> {
+        match self {
+            Registry::Ecr(r) => r.manifest(repository, tag).await,
+            Registry::Oci(r) => r.manifest(repository, tag).await,
+        }
+    }
+
+    /// Points a tag at a manifest the repository already holds, by writing
+    /// the exact bytes under the tag. A tag already naming that manifest is
+    /// success.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        manifest: &Manifest,
+    ) -> Result<()> {
+        match self {
+            Registry::Ecr(r) => r.put_manifest(repository, tag, manifest).await,
+            Registry::Oci(r) => r.put_manifest(repository, tag, manifest).await,
+        }
+    }
+
+    /// The commit an image was built from, as far as the registry tells:
+    /// the full sha of its revision label, or the hex of a `staging-<sha7>`
+    /// tag that names the same digest (a prefix). `None` when neither says.
+    pub async fn revision(&self, repository: &str, manifest: &Manifest) -> Result<Option<String>> {
+        match self {
+            Registry::Ecr(r) => r.revision(repository, manifest).await,
+            Registry::Oci(r) => r.revision(repository, manifest).await,
+        }
+    }
+
+    /// How many requests were retried so far.
+    pub fn retries(&self) -> u32 {
+        match self {
+            Registry::Ecr(r) => r.retries(),
+            Registry::Oci(r) => r.retries(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let target =
+            Target::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com/molecule-ai/").unwrap();
+        assert_eq!(target.host, "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+        assert_eq!(target.prefix, "molecule-ai");
+        assert_eq!(
+            target.ecr(),
+            Some(EcrHost {
+                account: "123456789012".into(),
+                region: "eu-west-1".into()
+            })
+        );
+        assert_eq!(
+            target.reference("platform", "staging-abc1234"),
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/molecule-ai/platform:staging-abc1234"
+        );
+        let local = Target::parse("127.0.0.1:5000").unwrap();
+        assert_eq!(local.repository("platform"), "platform");
+        assert!(local.is_loopback() && local.ecr().is_none());
+        assert!(Target::parse("localhost:5000/a/b").unwrap().is_loopback());
+        assert!(Target::parse("[::1]:5000").unwrap().is_loopback());
+        assert!(!Target::parse("ghcr.io/org").unwrap().is_loopback());
+        assert!(
+            Target::parse("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn")
+                .unwrap()
+                .ecr()
+                .is_some()
+        );
+        assert!(
+            Target::parse("12345.dkr.ecr.eu-west-1.amazonaws.com")
+                .unwrap()
+                .ecr()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_registry() {
+        for bad in [
+            "",
+            "molecule-ai",
+            "https://ghcr.io/org",
+            "user:pw@ghcr.io/org",
+            "ghcr.io//org",
+        ] {
+            let error = Target::parse(bad).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{bad}");
+            assert!(error.message.contains(bad), "{bad}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn reads_manifests_without_reserialising() {
+        let bytes = Bytes::from_static(
+            br#"{"schemaVersion":2,"config":{"size":10,"digest":"sha256:c"},"layers":[{"size":100},{"size":5}]}"#,
+        );
+        let manifest = Manifest::from_bytes(DOCKER_MANIFEST, bytes.clone());
+        assert_eq!(manifest.digest, digest_of(&bytes));
+        assert_eq!(manifest.size(), Some(115));
+        assert_eq!(manifest.config_digest().as_deref(), Some("sha256:c"));
+        assert!(!manifest.is_index());
+        assert_eq!(
+            digest_of(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

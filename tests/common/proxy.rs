@@ -1,0 +1,210 @@
+//! A loopback HTTP proxy that forwards requests to a real server, except
+//! those its rule picks: those get the rule's status (429, 500, …) instead,
+//! or a cut connection. It records every request it saw, so tests can count
+//! what a client asked for.
+//!
+//! One request per connection: forwarded requests carry `Connection: close`,
+//! so each request of a keep-alive client arrives on a fresh connection and
+//! is judged on its own.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One request, as the rule sees it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Lower-cased header names.
+    pub headers: Vec<(String, String)>,
+    /// How many requests came before this one.
+    pub index: usize,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the proxy does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    /// Answer with this status and a small JSON body, and close.
+    Fail(u16),
+    /// Close the connection without answering.
+    Cut,
+}
+
+pub type Rule = Arc<dyn Fn(&Request) -> Verdict + Send + Sync>;
+
+/// What the proxy saw: each request with what it did.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub request: Request,
+    pub verdict: Verdict,
+}
+
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` on a free loopback port.
+    pub fn start(upstream: SocketAddr, rule: Rule) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen_in, stop_in) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop_in.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (rule, seen) = (rule.clone(), seen_in.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(stream, upstream, &rule, &seen);
+                });
+            }
+        });
+        FaultProxy { addr, seen, stop }
+    }
+
+    /// A proxy that fails the first `count` requests with `status`.
+    pub fn failing_first(upstream: SocketAddr, count: usize, status: u16) -> FaultProxy {
+        FaultProxy::start(
+            upstream,
+            Arc::new(move |request: &Request| {
+                if request.index < count {
+                    Verdict::Fail(status)
+                } else {
+                    Verdict::Forward
+                }
+            }),
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    rule: &Rule,
+    seen: &Mutex<Vec<Seen>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(());
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    head.extend_from_slice(request_line.as_bytes());
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" || line == "\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "connection" {
+                continue;
+            }
+            headers.push((name, value.trim().to_string()));
+        }
+        head.extend_from_slice(line.as_bytes());
+    }
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    let body = read_body(&mut reader, &headers)?;
+
+    let verdict = {
+        let mut seen = seen.lock().unwrap();
+        let request = Request {
+            method,
+            path,
+            headers,
+            index: seen.len(),
+        };
+        let verdict = rule(&request);
+        seen.push(Seen { request, verdict });
+        verdict
+    };
+    let mut client = client;
+    match verdict {
+        Verdict::Cut => client.shutdown(Shutdown::Both),
+        Verdict::Fail(status) => {
+            let body = format!(
+                r#"{{"__type":"ThrottlingException","message":"injected {status}","errors":[{{"code":"UNAVAILABLE","message":"injected {status}"}}]}}"#
+            );
+            let response = format!(
+                "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(response.as_bytes())?;
+            client.shutdown(Shutdown::Both)
+        }
+        Verdict::Forward => {
+            let mut server = TcpStream::connect(upstream)?;
+            server.write_all(&head)?;
+            server.write_all(&body)?;
+            std::io::copy(&mut server, &mut client)?;
+            client.shutdown(Shutdown::Both)
+        }
+    }
+}
+
+/// The raw body bytes: by `Content-Length`, or chunks up to the last one.
+fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> std::io::Result<Vec<u8>> {
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line)?;
+            body.extend_from_slice(size_line.as_bytes());
+            let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk);
+            if size == 0 {
+                return Ok(body);
+            }
+        }
+    }
+    let length = header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    body.resize(length, 0);
+    reader.read_exact(&mut body)?;
+    Ok(body)
+}

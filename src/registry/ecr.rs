@@ -24,7 +24,11 @@ impl Ecr {
         Err(Error::failed("ECR auth: not written yet"))
     }
 
-    pub async fn ensure_repository(&self, _repository: &str, _missing: Missing) -> Result<()> {
+    pub async fn ensure_repository(
+        &self,
+        _repository: &str,
+        _missing: Missing,
+    ) -> Result<Option<String>> {
         Err(Error::failed("ECR repository: not written yet"))
     }
 

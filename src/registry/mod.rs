@@ -283,9 +283,14 @@ impl Registry {
         }
     }
 
-    /// Checks that a repository exists (or creates it); registries that
-    /// create repositories on push accept any name.
-    pub async fn ensure_repository(&self, repository: &str, missing: Missing) -> Result<()> {
+    /// Checks that a repository exists, or creates it; registries that
+    /// create repositories on push accept any name. Says what it created,
+    /// e.g. "created, tag mutability IMMUTABLE_WITH_EXCLUSION".
+    pub async fn ensure_repository(
+        &self,
+        repository: &str,
+        missing: Missing,
+    ) -> Result<Option<String>> {
         match self {
             Registry::Ecr(r) => r.ensure_repository(repository, missing).await,
             Registry::Oci(r) => r.ensure_repository(repository, missing).await,

@@ -27,8 +27,12 @@ impl Oci {
         })
     }
 
-    pub async fn ensure_repository(&self, _repository: &str, _missing: Missing) -> Result<()> {
-        Ok(())
+    pub async fn ensure_repository(
+        &self,
+        _repository: &str,
+        _missing: Missing,
+    ) -> Result<Option<String>> {
+        Ok(None)
     }
 
     pub async fn manifest(&self, _repository: &str, _tag: &str) -> Result<Option<Manifest>> {

@@ -9,12 +9,15 @@ use crate::build::{Builder, ImagePlan};
 use crate::build_log::BuildLog;
 use crate::config::Smoke;
 use crate::error::{Error, Result};
+use crate::registry::PushAuth;
+use crate::registry::retry::{Failure, Retries};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{BuildInfoAux, ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     BuildImageOptions, BuilderVersion, CreateContainerOptions, CreateImageOptions, LogsOptions,
-    RemoveContainerOptions, RemoveImageOptions, StartContainerOptions, TagImageOptions,
+    PushImageOptions, RemoveContainerOptions, RemoveImageOptions, StartContainerOptions,
+    TagImageOptions,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -249,6 +252,69 @@ impl Engine {
             .map_err(|e| Error::failed(format!("cannot untag {reference}")).caused_by(e))
     }
 
+    /// Pushes `reference` (`repository:tag`) to its registry, with the
+    /// login handed over in the API call (never `docker login`, never a
+    /// Docker config written). Transient registry failures are retried;
+    /// layers already uploaded are not sent again. Returns the manifest
+    /// digest the engine reports, when it reports one; the registry's own
+    /// answer is what hoist trusts.
+    pub async fn push(
+        &self,
+        reference: &str,
+        auth: &PushAuth,
+        retries: &Retries,
+        print: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Option<String>> {
+        let (repository, tag) = split_reference(reference);
+        let credentials = DockerCredentials {
+            username: auth.login.as_ref().map(|l| l.username.clone()),
+            password: auth.login.as_ref().map(|l| l.password.expose().to_string()),
+            serveraddress: Some(auth.server.clone()),
+            ..DockerCredentials::default()
+        };
+        let print = std::sync::Mutex::new(print);
+        retries
+            .run(|| async {
+                let options = PushImageOptions {
+                    tag: Some(tag.to_string()),
+                    ..PushImageOptions::default()
+                };
+                let mut stream =
+                    self.docker
+                        .push_image(repository, Some(options), Some(credentials.clone()));
+                let mut digest = None;
+                while let Some(item) = stream.next().await {
+                    let info = match item {
+                        Ok(info) => info,
+                        Err(e) => {
+                            let message = e.to_string();
+                            let error = Error::failed(format!("cannot push {reference}"))
+                                .caused_by(&message)
+                                .hint(push_hint(&message));
+                            return Err(if is_transient_push_error(&message) {
+                                (print.lock().unwrap())(format!(
+                                    "push failed, retrying: {message}"
+                                ));
+                                Failure::Transient(error)
+                            } else {
+                                Failure::Permanent(error)
+                            });
+                        }
+                    };
+                    let Some(status) = info.status else { continue };
+                    if let Some(found) = pushed_digest(&status) {
+                        digest = Some(found);
+                    }
+                    // Per-layer progress is noise in a CI log; outcomes are not.
+                    if info.progress_detail.is_none() || status.contains("digest:") {
+                        (print.lock().unwrap())(status);
+                    }
+                }
+                Ok(digest)
+            })
+            .await
+    }
+
     /// Runs the smoke gate of an image: a container from it must answer
     /// HTTP 200 on the smoke path within the timeout. The container is
     /// removed whatever happens.
@@ -444,6 +510,58 @@ fn split_reference(reference: &str) -> (&str, &str) {
 
 /// The registry host of an image reference, as Docker reads it: the first
 /// path component when it looks like a host, else Docker Hub.
+/// The digest in the engine's last push status line,
+/// `<tag>: digest: sha256:… size: N`.
+fn pushed_digest(status: &str) -> Option<String> {
+    let (_, rest) = status.split_once("digest: ")?;
+    let digest = rest.split_whitespace().next()?;
+    digest.starts_with("sha256:").then(|| digest.to_string())
+}
+
+/// Whether a failed push is worth another try: the registry was busy or
+/// the connection dropped, as opposed to a refused login or a bad name.
+fn is_transient_push_error(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    let statuses = [
+        "429",
+        "500 internal",
+        "502 bad gateway",
+        "503 service",
+        "504 gateway",
+    ];
+    let network = [
+        "connection reset",
+        "connection refused",
+        "broken pipe",
+        "i/o timeout",
+        "tls handshake timeout",
+        "unexpected eof",
+        ": eof",
+        "toomanyrequests",
+        "too many requests",
+    ];
+    statuses
+        .iter()
+        .chain(&network)
+        .any(|needle| message.contains(needle))
+}
+
+fn push_hint(message: &str) -> String {
+    let message = message.to_ascii_lowercase();
+    if message.contains("unauthorized")
+        || message.contains("authentication required")
+        || message.contains("denied")
+    {
+        "check the registry login: HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD, the Docker config, or the AWS credentials for ECR".to_string()
+    } else if message.contains("http response to https client")
+        || message.contains("server gave http response")
+    {
+        "the engine speaks HTTPS to this registry; add it to the engine's insecure-registries, or serve it over TLS".to_string()
+    } else {
+        "check that the registry is up and reachable from the engine, then run again (a re-run skips what was pushed)".to_string()
+    }
+}
+
 pub fn registry_host(reference: &str) -> String {
     match reference.split_once('/') {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
@@ -508,5 +626,30 @@ mod tests {
         assert_eq!(registry_host("localhost/app"), "localhost");
         assert_eq!(registry_host("org/app:x"), "docker.io");
         assert_eq!(registry_host("app"), "docker.io");
+    }
+
+    #[test]
+    fn push_outcomes_are_read_from_the_engine_messages() {
+        assert_eq!(
+            pushed_digest("staging-1234567: digest: sha256:abc size: 528").as_deref(),
+            Some("sha256:abc")
+        );
+        assert_eq!(pushed_digest("Pushed"), None);
+        for transient in [
+            "received unexpected HTTP status: 503 Service Unavailable",
+            "toomanyrequests: rate limit",
+            "Put http://127.0.0.1:5000/v2/x/blobs/uploads/1: read tcp 127.0.0.1:1->127.0.0.1:5000: read: connection reset by peer",
+            "Get http://127.0.0.1:5000/v2/: dial tcp 127.0.0.1:5000: connect: connection refused",
+        ] {
+            assert!(is_transient_push_error(transient), "{transient}");
+        }
+        for permanent in [
+            "unauthorized: authentication required",
+            "denied: requested access to the resource is denied",
+            "name unknown",
+        ] {
+            assert!(!is_transient_push_error(permanent), "{permanent}");
+        }
+        assert!(push_hint("unauthorized: authentication required").contains("HOIST_REGISTRY_USER"));
     }
 }

@@ -53,6 +53,24 @@ pub fn commit_sha(repo: &Repository, rev: &str) -> Result<String> {
         })
 }
 
+/// Whether the commit `later` (a sha or a prefix of one) descends from
+/// `earlier`: `None` when this clone does not know one of them (a shallow
+/// CI checkout often does not), so the caller can say it cannot tell.
+pub fn descends_from(repo: &Repository, later: &str, earlier: &str) -> Option<bool> {
+    let commit = |rev: &str| {
+        repo.revparse_single(rev)
+            .ok()?
+            .peel_to_commit()
+            .ok()
+            .map(|c| c.id())
+    };
+    let (later, earlier) = (commit(later)?, commit(earlier)?);
+    if later == earlier {
+        return Some(false);
+    }
+    repo.graph_descendant_of(later, earlier).ok()
+}
+
 /// The URL of the `origin` remote, else of the only remote.
 pub fn remote_url(repo: &Repository) -> Option<String> {
     let remote = repo.find_remote("origin").ok().or_else(|| {

@@ -21,6 +21,7 @@ pub mod git;
 pub mod lint;
 pub mod manifest;
 pub mod pattern;
+pub mod publish;
 pub mod registry;
 pub mod secret;
 pub mod workflow;

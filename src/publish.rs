@@ -1,0 +1,343 @@
+//! The plan of `hoist publish` and the judgements it makes against what the
+//! registry already holds. Pure: the command reads git, the engine and the
+//! registry, and asks this module what to do with what it found.
+//!
+//! The plan is what `--dry-run` prints and what a real run walks, step by
+//! step: the changes decision, the dependencies, the builds, the pushes.
+
+use crate::build;
+use crate::changes::Decision;
+use crate::deps::Job;
+use crate::registry::Target;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// The tag that follows the newest published commit.
+pub const STAGING_LATEST: &str = build::STAGING_LATEST;
+
+/// Everything one publish does, in order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub sha: String,
+    pub sha7: String,
+    pub changes: Changes,
+    pub deps: Vec<DepStep>,
+    pub build: build::Plan,
+    pub registry: RegistryStep,
+    pub images: Vec<PushStep>,
+}
+
+/// Whether the push selects the pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changes {
+    /// `--force`: the decision is not asked.
+    pub forced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+impl Changes {
+    /// Whether the rest of the plan runs.
+    pub fn selected(&self) -> bool {
+        self.forced || self.decision.as_ref().is_none_or(|d| d.run)
+    }
+}
+
+/// One dependency to pre-clone.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepStep {
+    pub category: String,
+    pub name: String,
+    pub repo: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub private: bool,
+    pub provider: String,
+    pub path: PathBuf,
+}
+
+/// The registry the images go to.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryStep {
+    /// Host and repository prefix.
+    pub target: String,
+    /// `ECR` or `OCI`.
+    pub kind: &'static str,
+    /// Create missing ECR repositories.
+    pub create_repos: bool,
+}
+
+/// One image's pushes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushStep {
+    pub name: String,
+    /// The repository inside the registry (`prefix/name`).
+    pub repository: String,
+    /// `staging-<sha7>`, pushed through the engine.
+    pub staging_tag: String,
+    /// Full reference of `staging-<sha7>`.
+    pub staging_reference: String,
+    /// Full reference of `staging-latest`, pointed registry-side at the
+    /// manifest just pushed, unless a newer commit already holds it.
+    pub latest_reference: String,
+}
+
+/// Puts the plan together.
+pub fn plan(
+    changes: Changes,
+    jobs: &[Job],
+    build: build::Plan,
+    target: &Target,
+    create_repos: bool,
+) -> Plan {
+    let deps = jobs
+        .iter()
+        .map(|job| DepStep {
+            category: job.dep.category.key().to_string(),
+            name: job.dep.name.clone(),
+            repo: job.dep.repo.clone(),
+            git_ref: job.dep.git_ref.to_string(),
+            private: job.dep.private,
+            provider: job.provider.clone(),
+            path: job.target.clone(),
+        })
+        .collect();
+    let staging_tag = format!("staging-{}", build.sha7);
+    let images = build
+        .images
+        .iter()
+        .map(|image| PushStep {
+            name: image.name.clone(),
+            repository: target.repository(&image.name),
+            staging_tag: staging_tag.clone(),
+            staging_reference: target.reference(&image.name, &staging_tag),
+            latest_reference: target.reference(&image.name, STAGING_LATEST),
+        })
+        .collect();
+    Plan {
+        sha: build.sha.clone(),
+        sha7: build.sha7.clone(),
+        changes,
+        deps,
+        registry: RegistryStep {
+            target: registry_text(target),
+            kind: if target.ecr().is_some() { "ECR" } else { "OCI" },
+            create_repos,
+        },
+        build,
+        images,
+    }
+}
+
+fn registry_text(target: &Target) -> String {
+    if target.prefix.is_empty() {
+        target.host.clone()
+    } else {
+        format!("{}/{}", target.host, target.prefix)
+    }
+}
+
+/// Whether a revision the registry reports (a full sha, or the hex of a
+/// `staging-<sha7>` tag) names the commit `sha`.
+pub fn same_commit(revision: &str, sha: &str) -> bool {
+    let revision = revision.to_ascii_lowercase();
+    revision.len() >= 7 && sha.to_ascii_lowercase().starts_with(&revision)
+}
+
+/// What `staging-<sha7>` already names in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing: build and push.
+    Absent,
+    /// An image built from this very commit (an earlier run, or this
+    /// runner's last push): nothing to build or push again.
+    Published { digest: String },
+    /// An image from another commit, or one that does not say: refusing
+    /// protects what the tag names.
+    Conflict {
+        digest: String,
+        revision: Option<String>,
+    },
+    /// A conflict, overruled by `--force`: build and push over it.
+    Replaced { digest: String },
+}
+
+/// Judges the registry's `staging-<sha7>`: `found` is its digest and the
+/// revision it was built from, if the registry tells; `pushed_here` is
+/// true when this engine pushed that very digest.
+pub fn judge_existing(
+    found: Option<(&str, Option<&str>)>,
+    sha: &str,
+    pushed_here: bool,
+    force: bool,
+) -> Existing {
+    let Some((digest, revision)) = found else {
+        return Existing::Absent;
+    };
+    let digest = digest.to_string();
+    let ours = pushed_here || revision.is_some_and(|r| same_commit(r, sha));
+    match (ours, force) {
+        (true, _) => Existing::Published { digest },
+        (false, true) => Existing::Replaced { digest },
+        (false, false) => Existing::Conflict {
+            digest,
+            revision: revision.map(str::to_string),
+        },
+    }
+}
+
+/// What to do with `staging-latest` once `staging-<sha7>` is in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Latest {
+    /// It already names our manifest.
+    InPlace,
+    /// Point it at ours; `from` is the digest it named before.
+    Move { from: Option<String> },
+    /// A commit that descends from ours holds it (a newer push finished
+    /// first): leave it.
+    Newer { digest: String, revision: String },
+    /// Point it at ours, though whether that goes backwards cannot be told.
+    MoveUnsure { from: String, why: String },
+}
+
+/// Judges `staging-latest`. `current` is what it names now (digest and the
+/// revision the registry tells); `descends` is whether that revision
+/// descends from our commit, as far as the local history knows.
+pub fn judge_latest(
+    ours: &str,
+    current: Option<(&str, Option<&str>)>,
+    sha: &str,
+    descends: Option<bool>,
+) -> Latest {
+    let Some((digest, revision)) = current else {
+        return Latest::Move { from: None };
+    };
+    if digest == ours {
+        return Latest::InPlace;
+    }
+    let from = digest.to_string();
+    match (revision, descends) {
+        (None, _) => Latest::MoveUnsure {
+            from,
+            why: "the image it names does not say which commit it was built from".to_string(),
+        },
+        (Some(revision), _) if same_commit(revision, sha) => Latest::Move { from: Some(from) },
+        (Some(revision), Some(true)) => Latest::Newer {
+            digest: from,
+            revision: revision.to_string(),
+        },
+        (Some(_), Some(false)) => Latest::Move { from: Some(from) },
+        (Some(revision), None) => Latest::MoveUnsure {
+            from,
+            why: format!(
+                "commit {} is not in this clone, so its ancestry is unknown (fetch more history to know)",
+                &revision[..revision.len().min(12)]
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn revisions_match_full_shas_and_tag_prefixes() {
+        assert!(same_commit(SHA, SHA));
+        assert!(same_commit("0123456", SHA));
+        assert!(same_commit("0123456789ABCDEF", SHA));
+        assert!(!same_commit("012345", SHA), "too short to mean anything");
+        assert!(!same_commit("1123456", SHA));
+    }
+
+    #[test]
+    fn an_existing_staging_tag_is_judged_by_what_it_was_built_from() {
+        assert_eq!(judge_existing(None, SHA, false, false), Existing::Absent);
+        assert_eq!(
+            judge_existing(Some(("sha256:a", Some(SHA))), SHA, false, false),
+            Existing::Published {
+                digest: "sha256:a".into()
+            }
+        );
+        assert_eq!(
+            judge_existing(Some(("sha256:a", None)), SHA, true, false),
+            Existing::Published {
+                digest: "sha256:a".into()
+            }
+        );
+        let other = "fedcba9876543210fedcba9876543210fedcba98";
+        assert_eq!(
+            judge_existing(Some(("sha256:b", Some(other))), SHA, false, false),
+            Existing::Conflict {
+                digest: "sha256:b".into(),
+                revision: Some(other.into())
+            }
+        );
+        assert_eq!(
+            judge_existing(Some(("sha256:b", None)), SHA, false, false),
+            Existing::Conflict {
+                digest: "sha256:b".into(),
+                revision: None
+            }
+        );
+        assert_eq!(
+            judge_existing(Some(("sha256:b", None)), SHA, false, true),
+            Existing::Replaced {
+                digest: "sha256:b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn staging_latest_never_moves_backwards() {
+        let newer = "fedcba9876543210fedcba9876543210fedcba98";
+        assert_eq!(
+            judge_latest("sha256:o", None, SHA, None),
+            Latest::Move { from: None }
+        );
+        assert_eq!(
+            judge_latest("sha256:o", Some(("sha256:o", None)), SHA, None),
+            Latest::InPlace
+        );
+        assert_eq!(
+            judge_latest("sha256:o", Some(("sha256:n", Some(newer))), SHA, Some(true)),
+            Latest::Newer {
+                digest: "sha256:n".into(),
+                revision: newer.into()
+            }
+        );
+        assert_eq!(
+            judge_latest(
+                "sha256:o",
+                Some(("sha256:n", Some(newer))),
+                SHA,
+                Some(false)
+            ),
+            Latest::Move {
+                from: Some("sha256:n".into())
+            }
+        );
+        // A rebuild of our own commit under another digest is ours to replace.
+        assert_eq!(
+            judge_latest(
+                "sha256:o",
+                Some(("sha256:n", Some(&SHA[..7]))),
+                SHA,
+                Some(false)
+            ),
+            Latest::Move {
+                from: Some("sha256:n".into())
+            }
+        );
+        assert!(matches!(
+            judge_latest("sha256:o", Some(("sha256:n", Some(newer))), SHA, None),
+            Latest::MoveUnsure { why, .. } if why.contains("fedcba987654") && why.contains("not in this clone")
+        ));
+        assert!(matches!(
+            judge_latest("sha256:o", Some(("sha256:n", None)), SHA, None),
+            Latest::MoveUnsure { .. }
+        ));
+    }
+}

@@ -37,6 +37,9 @@ pub enum Command {
     /// Build the images through the Docker engine, tagged `:staging-<sha7>` and `:staging-latest`.
     #[command(after_help = EXIT_CODES)]
     Build(BuildArgs),
+    /// The CI step: changes, deps, build, push `:staging-<sha7>` and `:staging-latest`, verify.
+    #[command(after_help = EXIT_CODES)]
+    Publish(PublishArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +127,48 @@ pub struct BuildArgs {
     pub no_cache: bool,
 
     /// Print what would be built, without touching the engine.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Registry host and repository prefix to push to [default: HOIST_REGISTRY, else
+    /// `registry` in hoist.yaml]. An `<account>.dkr.ecr.<region>.amazonaws.com` host is ECR.
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
+    /// The commit being published [default: GITHUB_SHA, else the repository's HEAD].
+    #[arg(long, value_name = "SHA")]
+    pub sha: Option<String>,
+
+    /// Publish even when the workflow's path filters skip this push, and replace a
+    /// `staging-<sha7>` that holds another commit's image.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Create missing ECR repositories (tags immutable except staging-latest and latest, where
+    /// the API allows).
+    #[arg(long)]
+    pub create_repos: bool,
+
+    /// Publish only this image (repeatable) [default: every image of hoist.yaml].
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+
+    /// The engine's builder.
+    #[arg(long, value_enum, default_value_t = Builder::Buildkit)]
+    pub builder: Builder,
+
+    /// How many dependencies to fetch at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Print the whole plan (changes, deps, builds, pushes) without touching the engine,
+    /// the network or any credential.
     #[arg(long)]
     pub dry_run: bool,
 

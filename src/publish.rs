@@ -120,20 +120,12 @@ pub fn plan(
         changes,
         deps,
         registry: RegistryStep {
-            target: registry_text(target),
+            target: target.to_string(),
             kind: if target.ecr().is_some() { "ECR" } else { "OCI" },
             create_repos,
         },
         build,
         images,
-    }
-}
-
-fn registry_text(target: &Target) -> String {
-    if target.prefix.is_empty() {
-        target.host.clone()
-    } else {
-        format!("{}/{}", target.host, target.prefix)
     }
 }
 
@@ -149,8 +141,8 @@ pub fn same_commit(revision: &str, sha: &str) -> bool {
 pub enum Existing {
     /// Nothing: build and push.
     Absent,
-    /// An image built from this very commit (an earlier run, or this
-    /// runner's last push): nothing to build or push again.
+    /// An image built from this very commit by an earlier run: nothing to
+    /// build or push again.
     Published { digest: String },
     /// An image from another commit, or one that does not say: refusing
     /// protects what the tag names.
@@ -163,19 +155,17 @@ pub enum Existing {
 }
 
 /// Judges the registry's `staging-<sha7>`: `found` is its digest and the
-/// revision it was built from, if the registry tells; `pushed_here` is
-/// true when this engine pushed that very digest.
-pub fn judge_existing(
-    found: Option<(&str, Option<&str>)>,
-    sha: &str,
-    pushed_here: bool,
-    force: bool,
-) -> Existing {
+/// revision it was built from, if the registry tells.
+///
+/// A rebuild never reproduces a digest (the `created` label, the run id), so
+/// "the same image" means "built from the same commit": that is what makes
+/// a re-run a no-op instead of a conflict.
+pub fn judge_existing(found: Option<(&str, Option<&str>)>, sha: &str, force: bool) -> Existing {
     let Some((digest, revision)) = found else {
         return Existing::Absent;
     };
     let digest = digest.to_string();
-    let ours = pushed_here || revision.is_some_and(|r| same_commit(r, sha));
+    let ours = revision.is_some_and(|r| same_commit(r, sha));
     match (ours, force) {
         (true, _) => Existing::Published { digest },
         (false, true) => Existing::Replaced { digest },
@@ -254,36 +244,30 @@ mod tests {
 
     #[test]
     fn an_existing_staging_tag_is_judged_by_what_it_was_built_from() {
-        assert_eq!(judge_existing(None, SHA, false, false), Existing::Absent);
+        assert_eq!(judge_existing(None, SHA, false), Existing::Absent);
         assert_eq!(
-            judge_existing(Some(("sha256:a", Some(SHA))), SHA, false, false),
-            Existing::Published {
-                digest: "sha256:a".into()
-            }
-        );
-        assert_eq!(
-            judge_existing(Some(("sha256:a", None)), SHA, true, false),
+            judge_existing(Some(("sha256:a", Some(SHA))), SHA, false),
             Existing::Published {
                 digest: "sha256:a".into()
             }
         );
         let other = "fedcba9876543210fedcba9876543210fedcba98";
         assert_eq!(
-            judge_existing(Some(("sha256:b", Some(other))), SHA, false, false),
+            judge_existing(Some(("sha256:b", Some(other))), SHA, false),
             Existing::Conflict {
                 digest: "sha256:b".into(),
                 revision: Some(other.into())
             }
         );
         assert_eq!(
-            judge_existing(Some(("sha256:b", None)), SHA, false, false),
+            judge_existing(Some(("sha256:b", None)), SHA, false),
             Existing::Conflict {
                 digest: "sha256:b".into(),
                 revision: None
             }
         );
         assert_eq!(
-            judge_existing(Some(("sha256:b", None)), SHA, false, true),
+            judge_existing(Some(("sha256:b", None)), SHA, true),
             Existing::Replaced {
                 digest: "sha256:b".into()
             }

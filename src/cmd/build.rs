@@ -23,7 +23,13 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, env)?;
-    let inputs = inputs(&config, &args, &env)?;
+    let inputs = inputs(
+        &config,
+        args.sha.as_deref(),
+        args.builder,
+        args.no_cache,
+        &env,
+    )?;
     let plan = build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?;
     let contexts = plan
         .images
@@ -51,14 +57,17 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))?;
-    let results = runtime.block_on(build_all(&plan, contexts, settings, ci))?;
+    let results = runtime.block_on(async {
+        let engine = Engine::connect().await?;
+        build_all(&engine, &plan, contexts, settings, ci).await
+    })?;
     report(&plan, &results, &sizes, args.format, ci)
 }
 
 /// Each context's size. Images sharing a context directory (the reference
 /// pipeline's two share the repository root) are walked once: a walk opens
 /// every file it would send.
-fn scan_all(contexts: &[Context]) -> Result<Vec<Summary>> {
+pub(super) fn scan_all(contexts: &[Context]) -> Result<Vec<Summary>> {
     let mut sizes: Vec<Summary> = Vec::with_capacity(contexts.len());
     for (index, context) in contexts.iter().enumerate() {
         // A Dockerfile from outside is part of what its own context sends.
@@ -77,13 +86,15 @@ fn scan_all(contexts: &[Context]) -> Result<Vec<Summary>> {
 }
 
 /// The sha, CI values, source URL and clock the plan needs.
-fn inputs(
+pub(super) fn inputs(
     config: &Config,
-    args: &BuildArgs,
+    sha: Option<&str>,
+    builder: Builder,
+    no_cache: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Inputs> {
     let repo = git::open(&config.root).ok();
-    let wanted = args.sha.clone().or_else(|| env("GITHUB_SHA"));
+    let wanted = sha.map(str::to_string).or_else(|| env("GITHUB_SHA"));
     let sha = match (&wanted, &repo) {
         (Some(sha), _) if is_full_sha(sha) => sha.to_ascii_lowercase(),
         (Some(rev), Some(repo)) => git::commit_sha(repo, rev)?,
@@ -126,8 +137,8 @@ fn inputs(
         run_id: env("GITHUB_RUN_ID"),
         source,
         created,
-        builder: args.builder,
-        no_cache: args.no_cache,
+        builder,
+        no_cache,
     })
 }
 
@@ -137,7 +148,10 @@ fn is_full_sha(text: &str) -> bool {
 
 /// Credentials for the registry the cache sources live in, from
 /// `HOIST_REGISTRY_USER` and `HOIST_REGISTRY_PASSWORD`.
-fn credentials(registry: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Credentials {
+pub(super) fn credentials(
+    registry: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Credentials {
     let mut credentials = Credentials::new();
     if let (Some(registry), Some(username), Some(password)) = (
         registry,
@@ -208,7 +222,7 @@ fn dry_run(plan: &Plan, sizes: &[Summary], format: Format) -> Result<u8> {
     Ok(0)
 }
 
-fn builder_name(builder: Builder) -> &'static str {
+pub(super) fn builder_name(builder: Builder) -> &'static str {
     match builder {
         Builder::Buildkit => "BuildKit",
         Builder::Classic => "the classic builder",
@@ -216,7 +230,7 @@ fn builder_name(builder: Builder) -> &'static str {
 }
 
 /// One image of the plan, as the dry run prints it.
-fn describe(image: &ImagePlan, size: &Summary) -> String {
+pub(super) fn describe(image: &ImagePlan, size: &Summary) -> String {
     let mut text = format!("\n{}\n", image.name);
     text.push_str(&format!("  dockerfile  {}\n", image.dockerfile.display()));
     text.push_str(&format!(
@@ -254,14 +268,14 @@ fn describe(image: &ImagePlan, size: &Summary) -> String {
 
 /// One built image.
 #[derive(Debug, Serialize)]
-struct BuiltImage {
-    name: String,
-    image_id: String,
-    tags: Vec<String>,
-    seconds: f64,
-    steps: usize,
-    cached_steps: usize,
-    smoke: &'static str,
+pub(super) struct BuiltImage {
+    pub name: String,
+    pub image_id: String,
+    pub tags: Vec<String>,
+    pub seconds: f64,
+    pub steps: usize,
+    pub cached_steps: usize,
+    pub smoke: &'static str,
 }
 
 /// A line of one image's build log, or the end of that image's build.
@@ -273,13 +287,13 @@ enum Event {
 /// Builds every image at once; each image's log stays readable: its own
 /// `::group::` in CI, prefixed lines elsewhere. A failure fails the whole
 /// command, after the other builds have finished.
-async fn build_all(
+pub(super) async fn build_all(
+    engine: &Engine,
     plan: &Plan,
     contexts: Vec<Context>,
     settings: BuildSettings,
     ci: &Ci,
 ) -> Result<Vec<BuiltImage>> {
-    let engine = Engine::connect().await?;
     let (events, mut received) = mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for (index, (image, context)) in plan.images.iter().cloned().zip(contexts).enumerate() {
@@ -487,7 +501,7 @@ fn report(
     Ok(0)
 }
 
-fn short_id(id: &str) -> &str {
+pub(super) fn short_id(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.get(..12).unwrap_or(hex)
 }

@@ -26,9 +26,13 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
     if args.check {
         return check(&config, &workflow, args.format, ci);
     }
-    let trigger = Trigger::of(&workflow)?;
-    let push = Push::resolve(&config, &args)?;
-    let decision = changes::decide(&trigger, push.git_ref.as_ref(), &push.changed)?;
+    let source = PushSource {
+        files_from: args.files_from.as_deref(),
+        base: args.base.as_deref(),
+        head: args.head.as_deref(),
+        git_ref: args.git_ref.as_deref(),
+    };
+    let decision = decide(&config, &workflow, &source)?;
     match args.format {
         Format::Text => super::print_out(&text(&decision))?,
         Format::Json => super::print_out(&super::json(&decision))?,
@@ -36,6 +40,27 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
     ci.set_output("run", if decision.run { "true" } else { "false" })?;
     ci.add_summary(&summary(&workflow, &decision))?;
     Ok(0)
+}
+
+/// Decides whether the push `source` describes selects the workflow.
+pub(super) fn decide(
+    config: &Config,
+    workflow: &Workflow,
+    source: &PushSource,
+) -> Result<Decision> {
+    let trigger = Trigger::of(workflow)?;
+    let push = Push::resolve(config, source)?;
+    changes::decide(&trigger, push.git_ref.as_ref(), &push.changed)
+}
+
+/// Where the push comes from: flags, else the CI environment and the push
+/// event, else the local repository (HEAD~1..HEAD).
+#[derive(Debug, Default)]
+pub(super) struct PushSource<'a> {
+    pub files_from: Option<&'a Path>,
+    pub base: Option<&'a str>,
+    pub head: Option<&'a str>,
+    pub git_ref: Option<&'a str>,
 }
 
 /// The push being decided: its ref and the files it changed.
@@ -54,7 +79,7 @@ struct PushEvent {
 }
 
 impl Push {
-    fn resolve(config: &Config, args: &ChangesArgs) -> Result<Push> {
+    fn resolve(config: &Config, args: &PushSource) -> Result<Push> {
         let github_ref = std::env::var("GITHUB_REF").ok().filter(|r| !r.is_empty());
         // The push event is read only when flags leave something to it, so
         // a missing or odd GITHUB_EVENT_PATH cannot fail a run that names
@@ -70,8 +95,8 @@ impl Push {
                 None,
             ),
             None => {
-                let (base, head) = match (&args.base, &args.head, &event) {
-                    (Some(base), Some(head), _) => (Some(base.as_str()), head.as_str()),
+                let (base, head) = match (args.base, args.head, &event) {
+                    (Some(base), Some(head), _) => (Some(base), head),
                     (
                         _,
                         _,
@@ -89,7 +114,7 @@ impl Push {
         };
         let given = args
             .git_ref
-            .clone()
+            .map(str::to_string)
             .or(github_ref)
             .or_else(|| event.and_then(|e| e.git_ref));
         let git_ref = match given {

@@ -50,6 +50,17 @@ pub struct Target {
     pub prefix: String,
 }
 
+impl std::fmt::Display for Target {
+    /// `host/prefix`, as `REG` is written.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.host)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
 /// An ECR registry host's parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcrHost {

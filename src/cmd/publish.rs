@@ -1,0 +1,844 @@
+//! `hoist publish`: the CI step. Decide from the workflow's filters whether
+//! the push needs images, pre-clone the dependencies, build every image,
+//! push `:staging-<sha7>` through the engine, point `:staging-latest` at the
+//! same manifest registry-side, and read both back from the registry.
+//!
+//! The plan ([`crate::publish`]) is made first and printed by `--dry-run`;
+//! a real run walks it. What the registry already holds is checked before
+//! anything is built, so a re-run of a published commit is a no-op.
+
+use super::build::{BuiltImage, build_all, builder_name, describe, inputs, scan_all, short_id};
+use super::changes::{PushSource, decide};
+use crate::ci::Ci;
+use crate::cli::{Format, PublishArgs};
+use crate::config::{Config, Overrides};
+use crate::context::{self, Context, Summary, human_bytes};
+use crate::deps::{self, Options, Outcome};
+use crate::docker::{BuildSettings, Credentials, Engine};
+use crate::error::{Error, Result};
+use crate::git;
+use crate::manifest;
+use crate::publish::{self, Changes, Existing, Latest, Plan, PushStep, STAGING_LATEST};
+use crate::registry::retry::Retries;
+use crate::registry::{Manifest, Missing, PushAuth, Registry, Target};
+use crate::secret::Secret;
+use crate::workflow::Workflow;
+use bollard::auth::DockerCredentials;
+use futures_util::future::join_all;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -> Result<u8> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let overrides = Overrides {
+        registry: args.registry.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(dir, config_file, overrides, env)?;
+    let Some(registry) = config.registry.as_deref() else {
+        return Err(
+            Error::input("hoist publish needs a registry to push to").hint(
+                "pass --registry HOST/PREFIX, set HOIST_REGISTRY, or set `registry:` in hoist.yaml",
+            ),
+        );
+    };
+    let target = Target::parse(registry)?;
+    mask_secrets(&config, ci, &env);
+
+    let inputs = inputs(&config, args.sha.as_deref(), args.builder, false, &env)?;
+    let build_plan = crate::build::plan(&config, Some(&target.to_string()), &args.images, &inputs)?;
+    let changes = if args.force {
+        Changes {
+            forced: true,
+            decision: None,
+        }
+    } else {
+        let workflow = Workflow::read(&config.workflow)?;
+        let decision = decide(&config, &workflow, &PushSource::default())?;
+        Changes {
+            forced: false,
+            decision: Some(decision),
+        }
+    };
+    let dependencies = if config.manifest.exists() {
+        manifest::read(&config.manifest)?
+    } else {
+        Vec::new()
+    };
+    let jobs = deps::plan(dependencies, &config.git, &config.bundle_dir)?;
+    // Checked now, so that a missing Dockerfile fails before anything runs.
+    let contexts = contexts_of(&build_plan)?;
+    let plan = publish::plan(changes, &jobs, build_plan, &target, args.create_repos);
+
+    if args.dry_run {
+        let sizes = scan_all(&contexts)?;
+        return dry_run(&plan, &sizes, &config, args.format);
+    }
+    if !plan.changes.selected() {
+        return skipped(&plan, args.format, ci);
+    }
+
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))?;
+    let started = Instant::now();
+    let registry = runtime.block_on(Registry::connect(&target, &env))?;
+    let existing = runtime.block_on(check_registry(&registry, &plan, args.force))?;
+    let to_build: Vec<String> = plan
+        .images
+        .iter()
+        .zip(&existing)
+        .filter(|(_, e)| matches!(e, Existing::Absent | Existing::Replaced { .. }))
+        .map(|(image, _)| image.name.clone())
+        .collect();
+
+    let mut built = Vec::new();
+    if !to_build.is_empty() {
+        fetch_deps(&jobs, usize::from(args.jobs), ci)?;
+        let mut build_plan = plan.build.clone();
+        build_plan
+            .images
+            .retain(|image| to_build.contains(&image.name));
+        // The contexts are read again: the dependencies are part of them now.
+        let contexts = contexts_of(&build_plan)?;
+        let sizes = scan_all(&contexts)?;
+        warn_sizes(&build_plan, &sizes, ci);
+        built = runtime.block_on(async {
+            let auth = registry.push_auth().await?;
+            if let Some(login) = &auth.login {
+                mask(ci, &login.password);
+            }
+            let engine = Engine::connect().await?;
+            let settings = BuildSettings {
+                builder: build_plan.builder,
+                no_cache: false,
+                credentials: cache_credentials(&auth),
+            };
+            build_all(&engine, &build_plan, contexts, settings, ci).await
+        })?;
+    } else {
+        eprintln!("every image is already in the registry for this commit: nothing to build");
+    }
+
+    let push_retries = Retries::default();
+    let results = runtime.block_on(push_all(
+        &registry,
+        &plan,
+        &built,
+        &push_retries,
+        &config.root,
+        ci,
+    ))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let retries = registry.retries() + push_retries.count();
+    report(&plan, &results, retries, seconds, args.format, ci)
+}
+
+/// Every image's build context, with its Dockerfile checked.
+fn contexts_of(plan: &crate::build::Plan) -> Result<Vec<Context>> {
+    plan.images
+        .iter()
+        .map(|image| Context::new(&image.context, &image.dockerfile))
+        .collect()
+}
+
+fn mask(ci: &Ci, secret: &Secret) {
+    if ci.actions {
+        eprintln!("::add-mask::{}", secret.expose());
+    }
+}
+
+/// Tells the runner to mask every secret hoist may hold, before anything
+/// could print one: the git tokens, the registry password, the AWS keys.
+fn mask_secrets(config: &Config, ci: &Ci, env: &dyn Fn(&str) -> Option<String>) {
+    let mut names: Vec<&str> = config
+        .git
+        .providers
+        .values()
+        .filter_map(|p| p.token_env.as_deref())
+        .collect();
+    names.extend([
+        "HOIST_REGISTRY_PASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ]);
+    for name in names {
+        if let Some(value) = env(name) {
+            mask(ci, &Secret::new(value));
+        }
+    }
+}
+
+/// What each image's `staging-<sha7>` names now; conflicts stop the run
+/// before anything is built.
+async fn check_registry(registry: &Registry, plan: &Plan, force: bool) -> Result<Vec<Existing>> {
+    let missing = if plan.registry.create_repos {
+        Missing::Create
+    } else {
+        Missing::Fail
+    };
+    let mut judged = Vec::new();
+    for image in &plan.images {
+        if let Some(created) = registry
+            .ensure_repository(&image.repository, missing)
+            .await?
+        {
+            eprintln!("{}: repository {}: {created}", image.name, image.repository);
+        }
+        let found = registry
+            .manifest(&image.repository, &image.staging_tag)
+            .await?;
+        let existing = match found {
+            None => Existing::Absent,
+            Some(manifest) => {
+                let revision = registry.revision(&image.repository, &manifest).await?;
+                publish::judge_existing(
+                    Some((&manifest.digest, revision.as_deref())),
+                    &plan.sha,
+                    force,
+                )
+            }
+        };
+        match &existing {
+            Existing::Published { digest } => eprintln!(
+                "{}: {} already names {} from this commit: nothing to push",
+                image.name, image.staging_reference, digest
+            ),
+            Existing::Replaced { digest } => eprintln!(
+                "{}: {} names {digest}, not built from this commit; --force: replacing it",
+                image.name, image.staging_reference
+            ),
+            _ => {}
+        }
+        judged.push(existing);
+    }
+    let conflicts: Vec<String> = plan
+        .images
+        .iter()
+        .zip(&judged)
+        .filter_map(|(image, existing)| match existing {
+            Existing::Conflict { digest, revision } => Some(format!(
+                "{} names {digest}, {}",
+                image.staging_reference,
+                match revision {
+                    Some(revision) => format!("built from commit {revision}"),
+                    None => "an image that does not say which commit it was built from".to_string(),
+                }
+            )),
+            _ => None,
+        })
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(judged);
+    }
+    let mut error = Error::failed(format!(
+        "the staging tag of commit {} already holds another image; nothing was built or pushed",
+        plan.sha
+    ));
+    for conflict in conflicts {
+        error = error.caused_by(conflict);
+    }
+    Err(error.hint(
+        "a staging tag names one commit's image; check what pushed it, and run with --force to replace it",
+    ))
+}
+
+/// Pre-clones the dependencies into the bundle dir, in a log group.
+fn fetch_deps(jobs: &[deps::Job], parallel: usize, ci: &Ci) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    if ci.actions {
+        eprintln!("::group::deps ({} dependencies)", jobs.len());
+    }
+    let started = Instant::now();
+    let options = Options {
+        jobs: parallel,
+        tolerant: false,
+    };
+    let reports = deps::fetch_all(jobs, &options, |report| {
+        eprintln!(
+            "deps | {:<8} {}/{} {}@{}{}",
+            report.outcome.as_str(),
+            report.category.dir(),
+            report.name,
+            report.repo,
+            report.git_ref,
+            report
+                .message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+    });
+    if ci.actions {
+        eprintln!("::endgroup::");
+    }
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .collect();
+    eprintln!(
+        "deps: {} fetched in {:.2} s",
+        reports.len() - failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut error = Error::failed(format!(
+        "{} of {} dependencies failed; nothing was built or pushed",
+        failed.len(),
+        reports.len()
+    ));
+    for report in failed {
+        error = error.caused_by(format!(
+            "{}/{} ({}@{}): {}",
+            report.category.dir(),
+            report.name,
+            report.repo,
+            report.git_ref,
+            report.message.as_deref().unwrap_or("unknown failure")
+        ));
+    }
+    Err(error.hint("fix the entries above (`hoist deps` shows the same), then run again"))
+}
+
+fn warn_sizes(plan: &crate::build::Plan, sizes: &[Summary], ci: &Ci) {
+    for (image, size) in plan.images.iter().zip(sizes) {
+        if let Some(warning) = context::size_warning(size) {
+            let text = format!("{}: {warning}", image.name);
+            match ci.annotation("warning", None, &text) {
+                Some(annotation) => eprintln!("{annotation}"),
+                None => eprintln!("warning: {text}"),
+            }
+        }
+    }
+}
+
+/// The login for pulling cache sources from the registry being pushed to.
+fn cache_credentials(auth: &PushAuth) -> Credentials {
+    let mut credentials = Credentials::new();
+    if let Some(login) = &auth.login {
+        credentials.insert(
+            auth.server.clone(),
+            DockerCredentials {
+                username: Some(login.username.clone()),
+                password: Some(login.password.expose().to_string()),
+                serveraddress: Some(auth.server.clone()),
+                ..DockerCredentials::default()
+            },
+        );
+    }
+    credentials
+}
+
+/// One published image: what the registry says now.
+#[derive(Debug, Serialize)]
+struct Published {
+    name: String,
+    /// The registry's manifest digest of `staging-<sha7>`.
+    digest: String,
+    /// `repository@digest`.
+    reference: String,
+    tags: Vec<String>,
+    /// Built and pushed by this run, or found already published.
+    built: bool,
+    staging_latest: LatestOutcome,
+    /// Config and layers, as the manifest declares them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    build_seconds: f64,
+    push_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct LatestOutcome {
+    /// `moved`, `in-place`, `left` or `moved-unsure`.
+    action: &'static str,
+    /// The digest it named before, when it moved or was left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest_before: Option<String>,
+    note: String,
+}
+
+/// Pushes every built image, moves `staging-latest`, and reads both tags
+/// back; all images at once. A failure is reported after the others have
+/// finished, saying what is in the registry and what is not.
+async fn push_all(
+    registry: &Registry,
+    plan: &Plan,
+    built: &[BuiltImage],
+    retries: &Retries,
+    root: &Path,
+    ci: &Ci,
+) -> Result<Vec<Published>> {
+    let needs_auth = !built.is_empty();
+    let auth = if needs_auth {
+        Some(registry.push_auth().await?)
+    } else {
+        None
+    };
+    let engine = if needs_auth {
+        Some(Engine::connect().await?)
+    } else {
+        None
+    };
+    let outcomes = join_all(plan.images.iter().map(|image| {
+        let built = built.iter().find(|b| b.name == image.name);
+        let (engine, auth) = (engine.as_ref(), auth.as_ref());
+        async move {
+            let mut lines = Vec::new();
+            let sources = Sources {
+                registry,
+                engine,
+                auth,
+                retries,
+                root,
+            };
+            let outcome = publish_one(&sources, plan, image, built, &mut lines).await;
+            (image.name.clone(), lines, outcome)
+        }
+    }))
+    .await;
+
+    let mut published = Vec::new();
+    let mut failures = Vec::new();
+    for (name, lines, outcome) in outcomes {
+        if ci.actions {
+            eprintln!("::group::push {name}");
+        }
+        for line in lines {
+            eprintln!("{name} | {line}");
+        }
+        if ci.actions {
+            eprintln!("::endgroup::");
+        }
+        match outcome {
+            Ok(image) => published.push(image),
+            Err(error) => failures.push(error),
+        }
+    }
+    if failures.is_empty() {
+        return Ok(published);
+    }
+    let mut error = Error::failed(format!(
+        "{} of {} images were not published",
+        failures.len(),
+        plan.images.len()
+    ));
+    for failure in failures {
+        let text = failure.to_string();
+        error = error.caused_by(text.strip_prefix("error: ").unwrap_or(&text));
+    }
+    for image in &published {
+        error = error.caused_by(format!(
+            "{} is published and verified: {}",
+            image.name, image.reference
+        ));
+    }
+    Err(error
+        .hint("run again: what is already in the registry for this commit is not pushed twice"))
+}
+
+/// What one image's publish talks to.
+struct Sources<'a> {
+    registry: &'a Registry,
+    /// The engine and login, when something was built to push.
+    engine: Option<&'a Engine>,
+    auth: Option<&'a PushAuth>,
+    retries: &'a Retries,
+    /// The repository whose history tells whether a commit is newer.
+    root: &'a Path,
+}
+
+async fn publish_one(
+    sources: &Sources<'_>,
+    plan: &Plan,
+    image: &PushStep,
+    built: Option<&BuiltImage>,
+    lines: &mut Vec<String>,
+) -> Result<Published> {
+    let registry = sources.registry;
+    let started = Instant::now();
+    let ours = match (built, sources.engine, sources.auth) {
+        (Some(_), Some(engine), Some(auth)) => {
+            let mut print = |line: String| lines.push(line);
+            let reported = engine
+                .push(&image.staging_reference, auth, sources.retries, &mut print)
+                .await?;
+            let manifest = read_back(registry, image, &image.staging_tag).await?;
+            if let Some(reported) = reported
+                && reported != manifest.digest
+            {
+                return Err(Error::failed(format!(
+                    "{} names {} in the registry, but the engine pushed {reported}",
+                    image.staging_reference, manifest.digest
+                ))
+                .hint("something else pushed the tag meanwhile; run again"));
+            }
+            lines.push(format!(
+                "pushed {} {}",
+                image.staging_reference, manifest.digest
+            ));
+            manifest
+        }
+        _ => read_back(registry, image, &image.staging_tag).await?,
+    };
+    let push_seconds = started.elapsed().as_secs_f64();
+
+    let latest = move_latest(registry, sources.root, plan, image, &ours, lines).await?;
+    // Verified: both tags read back from the registry, as it answers now.
+    let staging = read_back(registry, image, &image.staging_tag).await?;
+    if staging.digest != ours.digest {
+        return Err(Error::failed(format!(
+            "{} changed while publishing: it names {} now, not {}",
+            image.staging_reference, staging.digest, ours.digest
+        )));
+    }
+    if latest.action != "left" {
+        let now = read_back(registry, image, STAGING_LATEST).await?;
+        if now.digest != ours.digest {
+            return Err(Error::failed(format!(
+                "{} names {} after the move, not {}",
+                image.latest_reference, now.digest, ours.digest
+            ))
+            .hint("another publish moved it meanwhile; run again to judge again"));
+        }
+    }
+    let mut tags = vec![image.staging_reference.clone()];
+    if latest.action != "left" {
+        tags.push(image.latest_reference.clone());
+    }
+    Ok(Published {
+        name: image.name.clone(),
+        reference: format!(
+            "{}@{}",
+            image
+                .staging_reference
+                .rsplit_once(':')
+                .map_or(image.staging_reference.as_str(), |(repo, _)| repo),
+            ours.digest
+        ),
+        digest: ours.digest.clone(),
+        tags,
+        built: built.is_some(),
+        staging_latest: latest,
+        size: ours.size(),
+        build_seconds: built.map_or(0.0, |b| b.seconds),
+        push_seconds,
+    })
+}
+
+/// A tag's manifest, which must be there.
+async fn read_back(registry: &Registry, image: &PushStep, tag: &str) -> Result<Manifest> {
+    registry
+        .manifest(&image.repository, tag)
+        .await?
+        .ok_or_else(|| {
+            Error::failed(format!(
+                "{}:{tag} is not in the registry after the push",
+                image.repository
+            ))
+            .hint("the registry lost or refused the push; run again")
+        })
+}
+
+/// Points `staging-latest` at our manifest, unless a newer commit holds it.
+async fn move_latest(
+    registry: &Registry,
+    root: &Path,
+    plan: &Plan,
+    image: &PushStep,
+    ours: &Manifest,
+    lines: &mut Vec<String>,
+) -> Result<LatestOutcome> {
+    let current = registry.manifest(&image.repository, STAGING_LATEST).await?;
+    let revision = match &current {
+        Some(manifest) if manifest.digest != ours.digest => {
+            registry.revision(&image.repository, manifest).await?
+        }
+        _ => None,
+    };
+    let descends = revision.as_deref().and_then(|revision| {
+        let repo = git::open(root).ok()?;
+        git::descends_from(&repo, revision, &plan.sha)
+    });
+    let judged = publish::judge_latest(
+        &ours.digest,
+        current
+            .as_ref()
+            .map(|m| (m.digest.as_str(), revision.as_deref())),
+        &plan.sha,
+        descends,
+    );
+    let outcome = match judged {
+        Latest::InPlace => LatestOutcome {
+            action: "in-place",
+            digest_before: None,
+            note: "already names this image".to_string(),
+        },
+        Latest::Newer { digest, revision } => LatestOutcome {
+            action: "left",
+            note: format!(
+                "left in place: it names {digest}, from commit {revision}, which descends from {} (a newer push finished first)",
+                plan.sha7
+            ),
+            digest_before: Some(digest),
+        },
+        Latest::Move { from } => {
+            registry
+                .put_manifest(&image.repository, STAGING_LATEST, ours)
+                .await?;
+            LatestOutcome {
+                action: "moved",
+                note: match &from {
+                    Some(from) => format!("moved from {from}"),
+                    None => "created".to_string(),
+                },
+                digest_before: from,
+            }
+        }
+        Latest::MoveUnsure { from, why } => {
+            registry
+                .put_manifest(&image.repository, STAGING_LATEST, ours)
+                .await?;
+            LatestOutcome {
+                action: "moved-unsure",
+                note: format!("moved from {from}, though it may have been newer: {why}"),
+                digest_before: Some(from),
+            }
+        }
+    };
+    lines.push(format!("{}: {}", image.latest_reference, outcome.note));
+    Ok(outcome)
+}
+
+#[derive(Serialize)]
+struct DryRun<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    plan: &'a Plan,
+    contexts: Vec<ContextSize<'a>>,
+}
+
+#[derive(Serialize)]
+struct ContextSize<'a> {
+    image: &'a str,
+    files: u64,
+    bytes: u64,
+}
+
+fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format) -> Result<u8> {
+    if format == Format::Json {
+        let contexts = plan
+            .build
+            .images
+            .iter()
+            .zip(sizes)
+            .map(|(image, size)| ContextSize {
+                image: &image.name,
+                files: size.files,
+                bytes: size.bytes,
+            })
+            .collect();
+        let document = DryRun {
+            dry_run: true,
+            plan,
+            contexts,
+        };
+        return super::print_out(&super::json(&document)).map(|()| 0);
+    }
+    let mut text = format!("dry run: hoist publish of {} ({})\n", plan.sha7, plan.sha);
+    text.push_str("\n1. changes\n");
+    match (&plan.changes.decision, plan.changes.forced) {
+        (_, true) => text.push_str("  --force: published whatever the path filters say\n"),
+        (Some(decision), false) => {
+            let verdict = if decision.run { "run" } else { "skip" };
+            text.push_str(&format!("  {verdict}: {}\n", decision.reason));
+            if !decision.run {
+                text.push_str("  would stop here: published=false, nothing built or pushed\n");
+            }
+        }
+        (None, false) => {}
+    }
+    text.push_str(&format!(
+        "\n2. deps into {} ({} dependencies)\n",
+        config.bundle_dir.display(),
+        plan.deps.len()
+    ));
+    for dep in &plan.deps {
+        let private = if dep.private { ", private" } else { "" };
+        text.push_str(&format!(
+            "  {:<20} {:<28} {}@{} (provider {}{private})\n",
+            dep.category, dep.name, dep.repo, dep.git_ref, dep.provider
+        ));
+    }
+    text.push_str(&format!(
+        "\n3. build {} image(s) with {}\n",
+        plan.build.images.len(),
+        builder_name(plan.build.builder)
+    ));
+    for (image, size) in plan.build.images.iter().zip(sizes) {
+        text.push_str(&describe(image, size));
+    }
+    text.push_str(&format!(
+        "\n4. push to {} ({}{})\n",
+        plan.registry.target,
+        plan.registry.kind,
+        if plan.registry.create_repos {
+            ", creating missing repositories"
+        } else {
+            ""
+        }
+    ));
+    for image in &plan.images {
+        text.push_str(&format!(
+            "  {:<16} {} (through the engine; skipped when it already holds this commit's image)\n",
+            image.name, image.staging_reference
+        ));
+        text.push_str(&format!(
+            "  {:<16} {} (registry-side, unless a newer commit holds it)\n",
+            "", image.latest_reference
+        ));
+    }
+    text.push_str("\n5. read both tags back and report the registry's digests\n");
+    super::print_out(&text)?;
+    Ok(0)
+}
+
+fn skipped(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
+    let reason = plan
+        .changes
+        .decision
+        .as_ref()
+        .map_or(String::new(), |d| d.reason.clone());
+    match format {
+        Format::Json => {
+            let document = serde_json::json!({
+                "published": false,
+                "sha": plan.sha,
+                "sha7": plan.sha7,
+                "reason": reason,
+            });
+            super::print_out(&super::json(&document))?;
+        }
+        Format::Text => super::print_out(&format!("not published: {reason}\n"))?,
+    }
+    ci.set_output("published", "false")?;
+    ci.set_output("sha7", &plan.sha7)?;
+    ci.add_summary(&format!(
+        "### hoist publish\n\nnot published: {reason} (use `--force` to publish anyway)\n\n"
+    ))?;
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    published: bool,
+    sha: &'a str,
+    sha7: &'a str,
+    registry: &'a str,
+    retries: u32,
+    seconds: f64,
+    images: &'a [Published],
+}
+
+fn report(
+    plan: &Plan,
+    images: &[Published],
+    retries: u32,
+    seconds: f64,
+    format: Format,
+    ci: &Ci,
+) -> Result<u8> {
+    match format {
+        Format::Json => {
+            let document = Document {
+                published: true,
+                sha: &plan.sha,
+                sha7: &plan.sha7,
+                registry: &plan.registry.target,
+                retries,
+                seconds,
+                images,
+            };
+            super::print_out(&super::json(&document))?;
+        }
+        Format::Text => {
+            let mut text = String::new();
+            for image in images {
+                let how = if image.built {
+                    format!(
+                        "built in {:.1} s, pushed in {:.1} s",
+                        image.build_seconds, image.push_seconds
+                    )
+                } else {
+                    "already published from this commit".to_string()
+                };
+                text.push_str(&format!(
+                    "published {} {} ({}{how})\n",
+                    image.name,
+                    image.reference,
+                    image
+                        .size
+                        .map(|s| format!("{}, ", human_bytes(s)))
+                        .unwrap_or_default()
+                ));
+                for tag in &image.tags {
+                    text.push_str(&format!("  {tag}\n"));
+                }
+                if image.staging_latest.action == "left"
+                    || image.staging_latest.action == "moved-unsure"
+                {
+                    text.push_str(&format!(
+                        "  {STAGING_LATEST}: {}\n",
+                        image.staging_latest.note
+                    ));
+                }
+            }
+            text.push_str(&format!(
+                "{} image(s) of {} in {seconds:.1} s, {retries} request(s) retried\n",
+                images.len(),
+                plan.sha7
+            ));
+            super::print_out(&text)?;
+        }
+    }
+    ci.set_output("published", "true")?;
+    ci.set_output("sha7", &plan.sha7)?;
+    for image in images {
+        ci.set_output(&format!("{}-digest", image.name), &image.digest)?;
+        ci.set_output(&format!("{}-ref", image.name), &image.reference)?;
+    }
+    ci.add_summary(&summary(plan, images, retries, seconds))?;
+    Ok(0)
+}
+
+fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> String {
+    let mut out = format!(
+        "### hoist publish\n\n{} image(s) of `{}` to `{}` in {seconds:.1} s ({retries} retried requests)\n\n",
+        images.len(),
+        plan.sha7,
+        plan.registry.target
+    );
+    out.push_str("| image | tags | digest | size | build | push |\n|---|---|---|---|---|---|\n");
+    for image in images {
+        let tags: Vec<String> = image.tags.iter().map(|t| format!("`{t}`")).collect();
+        out.push_str(&format!(
+            "| {} | {} | `{}` | {} | {} | {:.1} s |\n",
+            image.name,
+            tags.join("<br>"),
+            short_id(&image.digest),
+            image.size.map(human_bytes).unwrap_or_default(),
+            if image.built {
+                format!("{:.1} s", image.build_seconds)
+            } else {
+                "already published".to_string()
+            },
+            image.push_seconds
+        ));
+    }
+    out.push('\n');
+    out
+}

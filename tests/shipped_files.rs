@@ -73,3 +73,48 @@ fn check_is_clean_on_the_example() {
     );
     assert!(stdout.contains("no findings"), "{stdout}");
 }
+
+/// Every `hoist …` command line in the shipped workflows is one the parser
+/// accepts (with `${{ … }}` expressions left out, as an empty one would be).
+#[test]
+fn every_hoist_command_line_in_the_workflows_parses() {
+    use clap::Parser;
+    let dirs = ["workflows", "examples/.gitea/workflows"];
+    let expression = regex::Regex::new(r"\$\{\{[^}]*\}\}").unwrap();
+    let mut checked = Vec::new();
+    for file in dirs.iter().flat_map(|d| yaml_files(&root().join(d))) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let jobs = yaml["jobs"].as_mapping().unwrap();
+        for job in jobs.values() {
+            for step in job["steps"].as_sequence().into_iter().flatten() {
+                let Some(run) = step["run"].as_str() else {
+                    continue;
+                };
+                for line in run.lines().map(str::trim) {
+                    if !line.starts_with("hoist ") {
+                        continue;
+                    }
+                    let line = expression.replace_all(line, "");
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    if let Err(e) = hoist::cli::Cli::try_parse_from(&words) {
+                        panic!("{}: `{line}` does not parse:\n{e}", file.display());
+                    }
+                    checked.push(line.to_string());
+                }
+            }
+        }
+    }
+    assert!(checked.iter().any(|l| l.starts_with("hoist publish")), "{checked:?}");
+    assert!(checked.iter().any(|l| l.starts_with("hoist changes --check")), "{checked:?}");
+}
+
+/// The example monorepo carries the ready-to-copy publish workflow itself.
+#[test]
+fn the_example_carries_the_shipped_publish_workflow() {
+    let name = "publish-workspace-server-image.yml";
+    let shipped = std::fs::read_to_string(root().join("workflows").join(name)).unwrap();
+    let example =
+        std::fs::read_to_string(root().join("examples/.gitea/workflows").join(name)).unwrap();
+    assert_eq!(shipped, example, "copy workflows/{name} into examples/.gitea/workflows/");
+}

@@ -93,7 +93,10 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
         .collect();
 
     let mut built = Vec::new();
+    let mut engine = None;
     if !to_build.is_empty() {
+        // Reached before the slow steps, so that a dead engine fails fast.
+        let connected = engine.insert(runtime.block_on(Engine::connect())?);
         fetch_deps(&jobs, usize::from(args.jobs), ci)?;
         let mut build_plan = plan.build.clone();
         build_plan
@@ -108,13 +111,12 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
             if let Some(login) = &auth.login {
                 mask(ci, &login.password);
             }
-            let engine = Engine::connect().await?;
             let settings = BuildSettings {
                 builder: build_plan.builder,
                 no_cache: false,
                 credentials: cache_credentials(&auth),
             };
-            build_all(&engine, &build_plan, contexts, settings, ci).await
+            build_all(connected, &build_plan, contexts, settings, ci).await
         })?;
     } else {
         eprintln!("every image is already in the registry for this commit: nothing to build");
@@ -123,6 +125,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     let push_retries = Retries::default();
     let results = runtime.block_on(push_all(
         &registry,
+        engine.as_ref(),
         &plan,
         &built,
         &push_retries,
@@ -278,9 +281,12 @@ fn fetch_deps(jobs: &[deps::Job], parallel: usize, ci: &Ci) -> Result<()> {
         .iter()
         .filter(|r| r.outcome == Outcome::Failed)
         .collect();
+    let count = |outcome| reports.iter().filter(|r| r.outcome == outcome).count();
     eprintln!(
-        "deps: {} fetched in {:.2} s",
-        reports.len() - failed.len(),
+        "deps: {} cloned, {} reused, {} failed in {:.2} s",
+        count(Outcome::Cloned),
+        count(Outcome::Reused),
+        failed.len(),
         started.elapsed().as_secs_f64()
     );
     if failed.is_empty() {
@@ -367,26 +373,20 @@ struct LatestOutcome {
 /// finished, saying what is in the registry and what is not.
 async fn push_all(
     registry: &Registry,
+    engine: Option<&Engine>,
     plan: &Plan,
     built: &[BuiltImage],
     retries: &Retries,
     root: &Path,
     ci: &Ci,
 ) -> Result<Vec<Published>> {
-    let needs_auth = !built.is_empty();
-    let auth = if needs_auth {
-        Some(registry.push_auth().await?)
-    } else {
-        None
-    };
-    let engine = if needs_auth {
-        Some(Engine::connect().await?)
-    } else {
-        None
+    let auth = match engine {
+        Some(_) => Some(registry.push_auth().await?),
+        None => None,
     };
     let outcomes = join_all(plan.images.iter().map(|image| {
         let built = built.iter().find(|b| b.name == image.name);
-        let (engine, auth) = (engine.as_ref(), auth.as_ref());
+        let auth = auth.as_ref();
         async move {
             let mut lines = Vec::new();
             let sources = Sources {

@@ -32,7 +32,12 @@ impl Monorepo {
     /// `None` when python3 (the git server) is missing outside CI.
     fn new(token: Option<&str>) -> Option<Monorepo> {
         let forge_root = tempfile::tempdir().unwrap();
-        bare_repo(forge_root.path(), "example-org/plugin-github-app-auth.git", 1, 2);
+        bare_repo(
+            forge_root.path(),
+            "example-org/plugin-github-app-auth.git",
+            1,
+            2,
+        );
         let starter = bare_repo(forge_root.path(), "example-org/template-starter.git", 1, 2);
         starter.tag("v1.2.0", starter.head());
         let forge = GitServer::start(
@@ -174,11 +179,15 @@ fn assert_published(registry: &Registry, run: &Run, sha: &str) -> Vec<String> {
             "{}",
             run.outputs
         );
-        assert!(run.outputs.contains(&format!(
-            "{name}-ref={}/{repo}@{digest}\n",
-            registry.addr()
-        )));
-        assert!(run.summary.contains(&format!("| {name} |")), "{}", run.summary);
+        assert!(
+            run.outputs
+                .contains(&format!("{name}-ref={}/{repo}@{digest}\n", registry.addr()))
+        );
+        assert!(
+            run.summary.contains(&format!("| {name} |")),
+            "{}",
+            run.summary
+        );
         digests.push(digest);
     }
     assert!(run.outputs.contains("published=true\n"));
@@ -212,7 +221,7 @@ fn publishes_end_to_end_and_a_rerun_is_a_no_op() {
     // The dependencies were pre-cloned into the bundle dir, and shipped.
     let bundle = repo.path().join(".tenant-bundle-deps");
     assert!(bundle.join("plugins/github-app-auth").is_dir());
-    assert!(bundle.join("workspace_templates/starter").is_dir());
+    assert!(bundle.join("workspace-configs-templates/starter").is_dir());
     // The registry's digest, never the local image id.
     for name in IMAGES {
         let id = first.image(name)["digest"].as_str().unwrap().to_string();
@@ -232,8 +241,15 @@ fn publishes_end_to_end_and_a_rerun_is_a_no_op() {
         assert_eq!(again.image(name)["built"], false, "{}", again.describe());
         assert_eq!(again.image(name)["staging_latest"]["action"], "in-place");
     }
-    assert!(again.stderr().contains("nothing to build"), "{}", again.describe());
-    assert!(!again.stderr().contains("deps |"), "no dependency fetched again");
+    assert!(
+        again.stderr().contains("nothing to build"),
+        "{}",
+        again.describe()
+    );
+    assert!(
+        !again.stderr().contains("deps |"),
+        "no dependency fetched again"
+    );
 }
 
 #[test]
@@ -247,7 +263,11 @@ fn a_push_the_filters_do_not_select_is_not_published() {
     let run = repo.publish("127.0.0.1:9", &[], &[]);
     assert_eq!(run.code(), Some(0), "{}", run.describe());
     assert_eq!(run.json["published"], false);
-    assert!(run.json["reason"].as_str().unwrap().contains("paths"), "{}", run.describe());
+    assert!(
+        run.json["reason"].as_str().unwrap().contains("paths"),
+        "{}",
+        run.describe()
+    );
     assert!(run.outputs.contains("published=false\n"), "{}", run.outputs);
     assert!(run.summary.contains("not published"));
     assert!(!repo.path().join(".tenant-bundle-deps").exists());
@@ -265,10 +285,22 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
     ];
     let out = hoist(
         repo.path(),
-        &["publish", "--dry-run", "--registry", ecr, "--format", "json"],
+        &[
+            "publish",
+            "--dry-run",
+            "--registry",
+            ecr,
+            "--format",
+            "json",
+        ],
         &env,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     let sha = repo.head();
     assert_eq!(plan["dry_run"], true);
@@ -278,9 +310,18 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| format!("{}@{}", d["repo"].as_str().unwrap(), d["ref"].as_str().unwrap()))
+        .map(|d| {
+            format!(
+                "{}@{}",
+                d["repo"].as_str().unwrap(),
+                d["ref"].as_str().unwrap()
+            )
+        })
         .collect();
-    assert!(deps.contains(&"example-org/template-starter@v1.2.0".to_string()), "{deps:?}");
+    assert!(
+        deps.contains(&"example-org/template-starter@v1.2.0".to_string()),
+        "{deps:?}"
+    );
     for (index, name) in IMAGES.iter().enumerate() {
         let push = &plan["images"][index];
         assert_eq!(push["name"], *name);
@@ -288,11 +329,18 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
             push["staging_reference"],
             format!("{ecr}/{name}:staging-{}", &sha[..7])
         );
-        assert_eq!(push["latest_reference"], format!("{ecr}/{name}:staging-latest"));
+        assert_eq!(
+            push["latest_reference"],
+            format!("{ecr}/{name}:staging-latest")
+        );
         assert_eq!(plan["build"]["images"][index]["build_args"]["GIT_SHA"], sha);
     }
 
-    let text = hoist(repo.path(), &["publish", "--dry-run", "--registry", ecr], &env);
+    let text = hoist(
+        repo.path(),
+        &["publish", "--dry-run", "--registry", ecr],
+        &env,
+    );
     let text = String::from_utf8_lossy(&text.stdout);
     for expected in [
         "1. changes",
@@ -311,6 +359,12 @@ fn a_missing_registry_is_an_input_error() {
     let Some(repo) = Monorepo::new(None) else {
         return;
     };
+    // The example names a registry; this project does not.
+    std::fs::write(
+        repo.path().join("hoist.yaml"),
+        "workflow: .gitea/workflows/publish-workspace-server-image.yml\n",
+    )
+    .unwrap();
     let out = hoist(repo.path(), &["publish", "--dry-run"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a registry"));
@@ -340,10 +394,8 @@ fn a_staging_tag_from_another_commit_fails_unless_forced() {
     let Some(_) = docker::scratch_context(context.path(), docker::SCRATCH_DOCKERFILE) else {
         return;
     };
-    let squatter = TempImage::new(registry.image(
-        &repository("platform"),
-        &format!("staging-{}", &sha[..7]),
-    ));
+    let squatter =
+        TempImage::new(registry.image(&repository("platform"), &format!("staging-{}", &sha[..7])));
     docker::docker_env(
         &[("DOCKER_BUILDKIT", "1")],
         &[
@@ -401,7 +453,12 @@ fn a_newer_staging_latest_is_left_in_place() {
     assert_eq!(late.code(), Some(0), "{}", late.describe());
     for (name, newer_digest) in IMAGES.iter().zip(&newer_digests) {
         let image = late.image(name);
-        assert_eq!(image["staging_latest"]["action"], "left", "{}", late.describe());
+        assert_eq!(
+            image["staging_latest"]["action"],
+            "left",
+            "{}",
+            late.describe()
+        );
         assert!(
             image["staging_latest"]["note"]
                 .as_str()
@@ -491,7 +548,11 @@ fn a_registry_that_stops_mid_run_is_reported_without_claiming_what_is_not_there(
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     assert!(stopped.load(Ordering::SeqCst));
     assert!(run.stderr().contains("not published"), "{}", run.describe());
-    assert_eq!(run.json, Value::Null, "no report of pushed images on stdout");
+    assert_eq!(
+        run.json,
+        Value::Null,
+        "no report of pushed images on stdout"
+    );
     assert!(!run.outputs.contains("published=true"), "{}", run.outputs);
     assert!(!run.outputs.contains("-digest="), "{}", run.outputs);
     // What the registry holds is at most the one manifest written before it stopped.
@@ -534,18 +595,27 @@ fn secrets_never_appear_in_anything_hoist_prints_or_writes() {
     assert_published(&registry, &runs[0], &sha);
     let dry = hoist(
         repo.path(),
-        &["publish", "--dry-run", "--registry", &format!("{}/x", registry.addr())],
+        &[
+            "publish",
+            "--dry-run",
+            "--registry",
+            &format!("{}/x", registry.addr()),
+        ],
         &env,
     );
-    let mut texts = vec![
-        String::from_utf8_lossy(&dry.stdout).to_string(),
-        String::from_utf8_lossy(&dry.stderr).to_string(),
-    ];
+    // The runner consumes `::add-mask::` lines; every other line counts.
+    let unmasked = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with("::add-mask::"))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut texts = vec![String::from_utf8_lossy(&dry.stdout).to_string()];
+    texts.extend(unmasked(&String::from_utf8_lossy(&dry.stderr)));
     for run in &runs {
         texts.push(String::from_utf8_lossy(&run.out.stdout).to_string());
         texts.push(run.outputs.clone());
         texts.push(run.summary.clone());
-        // The runner consumes `::add-mask::` lines; every other line counts.
         let stderr = run.stderr();
         for secret in [GIT_TOKEN, PASSWORD, AWS_SECRET] {
             assert!(
@@ -553,12 +623,7 @@ fn secrets_never_appear_in_anything_hoist_prints_or_writes() {
                 "{secret} is masked"
             );
         }
-        texts.extend(
-            stderr
-                .lines()
-                .filter(|line| !line.starts_with("::add-mask::"))
-                .map(str::to_string),
-        );
+        texts.extend(unmasked(&stderr));
     }
     texts.extend(files_under(&repo.path().join(".tenant-bundle-deps")));
     for text in &texts {

@@ -1,32 +1,213 @@
-//! The OCI distribution API over HTTP(S).
-//! (Placeholder: a helper session is writing this module.)
+//! The OCI distribution API over HTTP(S), for every registry that is not
+//! ECR: read a tag's manifest as exact bytes, write those bytes under
+//! another tag (a retag that moves no layers), and read the revision label
+//! from an image's config blob.
+//!
+//! Why it is written this way:
+//! - Each request is tried anonymously (or with what the last challenge
+//!   taught), and a 401 is answered the way its `WWW-Authenticate` asks:
+//!   Basic with the login, or a bearer token from the token service, cached
+//!   per repository and access. A registry that still refuses is reported
+//!   as refusing *these* credentials, with where they came from; no
+//!   password, token or `Authorization` header ever reaches an error.
+//! - Every HTTP exchange goes through [`Retries`]: a 5xx, a 429, a refused
+//!   or cut connection and a timeout are tried again, anything else is
+//!   answered at once. Timeouts bound every exchange, so a dead registry
+//!   is an error, not a hang.
+//! - Plain HTTP only for loopback registries (tests, a local mirror);
+//!   everything else is HTTPS with the system's root certificates.
+//! - A blob may be redirected to storage on another host (S3 presigned
+//!   URLs): the registry's `Authorization` is sent to the registry only,
+//!   and URLs appear in messages without their query (the signature).
 
-use super::retry::Retries;
-use super::{Login, Manifest, Missing, PushAuth, Target};
+use super::credentials::{self, IDENTITY_TOKEN_USER, Source};
+use super::retry::{Failure, Retries, is_transient_status};
+use super::{
+    Login, MANIFEST_MEDIA_TYPES, Manifest, Missing, PushAuth, REVISION_LABEL, Target, digest_of,
+};
 use crate::error::{Error, Result};
+use crate::secret::Secret;
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+/// How long a TCP (and TLS) connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one whole exchange (request, answer and body) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest body hoist reads: manifests are at most 4 MiB by the spec,
+/// and configs are small; a layer asked for by mistake must not fill memory.
+const MAX_BODY: usize = 32 << 20;
+/// How many redirects a blob may take.
+const MAX_REDIRECTS: usize = 5;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A registry spoken to through the OCI distribution API.
 pub struct Oci {
     target: Target,
-    login: Option<Login>,
+    /// `https://host` (or `http://host` on loopback).
+    base: String,
+    login: Option<(Login, Source)>,
+    /// Boxed: the client is large, and [`super::Registry`] holds an `Oci`
+    /// by value.
+    client: Box<HttpClient>,
+    auth: Mutex<AuthCache>,
     retries: Retries,
 }
 
+impl fmt::Debug for Oci {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Oci")
+            .field("base", &self.base)
+            .field("user", &self.login.as_ref().map(|(l, _)| &l.username))
+            .field("retries", &self.retries.count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What earlier challenges taught: the registry wants Basic, or these
+/// bearer tokens (keyed by [`Access::scope`]).
+#[derive(Default)]
+struct AuthCache {
+    basic: bool,
+    tokens: HashMap<String, Secret>,
+}
+
+#[derive(Clone)]
+enum Auth {
+    Basic(Login),
+    Bearer(Secret),
+}
+
+impl Auth {
+    /// The `Authorization` value, marked sensitive (hyper leaves it out of
+    /// its `Debug`).
+    fn header(&self) -> Result<HeaderValue> {
+        let text = match self {
+            Auth::Basic(login) => {
+                let pair = format!("{}:{}", login.username, login.password.expose());
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            Auth::Bearer(token) => format!("Bearer {}", token.expose()),
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|_| {
+            Error::failed("the registry credentials contain characters an HTTP header cannot carry")
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// What a request does to a repository, for the token's scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Pull,
+    Push,
+}
+
+impl Access {
+    fn scope(self, repository: &str) -> String {
+        match self {
+            Access::Pull => format!("repository:{repository}:pull"),
+            Access::Push => format!("repository:{repository}:pull,push"),
+        }
+    }
+}
+
+/// An answer, its body read whole.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `404 Not Found: MANIFEST_UNKNOWN: manifest unknown`.
+    fn describe(&self) -> String {
+        format!("{}: {}", self.status, registry_error(&self.body))
+    }
+
+    fn error_codes(&self) -> Vec<String> {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|json| {
+                let errors = json.get("errors")?.as_array()?.clone();
+                Some(
+                    errors
+                        .iter()
+                        .filter_map(|e| Some(e.get("code")?.as_str()?.to_string()))
+                        .collect(),
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl Oci {
+    /// A client for `target`, with the login that [`credentials`] finds for
+    /// its host. Opens no connection yet.
     pub fn connect(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> Result<Oci> {
+        let login = credentials::find_login(&target.host, env)?;
+        let client = http_client(target)?;
+        let scheme = if target.is_loopback() {
+            "http"
+        } else {
+            "https"
+        };
         Ok(Oci {
             target: target.clone(),
-            login: super::credentials::login_for(&target.host, env)?,
+            base: format!("{scheme}://{}", target.host),
+            login,
+            client: Box::new(client),
+            auth: Mutex::new(AuthCache::default()),
             retries: Retries::default(),
         })
     }
 
+    /// The same client with other retries (tests use a short backoff).
+    pub fn with_retries(mut self, retries: Retries) -> Oci {
+        self.retries = retries;
+        self
+    }
+
+    /// The registry host, `host[:port]`.
+    pub fn host(&self) -> &str {
+        &self.target.host
+    }
+
+    /// The login in use, if any, and where it came from.
+    pub fn login(&self) -> Option<(&Login, &Source)> {
+        self.login.as_ref().map(|(l, s)| (l, s))
+    }
+
+    /// The engine does its own token exchange with the login.
     pub async fn push_auth(&self) -> Result<PushAuth> {
         Ok(PushAuth {
             server: self.target.host.clone(),
-            login: self.login.clone(),
+            login: self.login.as_ref().map(|(l, _)| l.clone()),
         })
     }
 
+    /// OCI registries create a repository on the first push: nothing to do.
     pub async fn ensure_repository(
         &self,
         _repository: &str,
@@ -35,28 +216,1023 @@ impl Oci {
         Ok(None)
     }
 
-    pub async fn manifest(&self, _repository: &str, _tag: &str) -> Result<Option<Manifest>> {
-        Err(Error::failed("OCI manifest: not written yet"))
+    /// The manifest `repository:tag` names, exactly as served, or `None`
+    /// when the tag (or the repository) does not exist.
+    pub async fn manifest(&self, repository: &str, tag: &str) -> Result<Option<Manifest>> {
+        self.get_manifest(repository, tag).await
     }
 
+    /// Writes `manifest`'s exact bytes under `repository:tag` and checks
+    /// that the registry stored them under the same digest.
     pub async fn put_manifest(
         &self,
-        _repository: &str,
-        _tag: &str,
-        _manifest: &Manifest,
+        repository: &str,
+        tag: &str,
+        manifest: &Manifest,
     ) -> Result<()> {
-        Err(Error::failed("OCI put: not written yet"))
+        let name = self.name(repository, tag);
+        if manifest.digest.starts_with("sha256:") && manifest.digest != digest_of(&manifest.bytes) {
+            return Err(Error::failed(format!(
+                "refusing to write {name}: the manifest's bytes are not {}",
+                manifest.digest
+            )));
+        }
+        let reply = self
+            .send(
+                Method::PUT,
+                repository,
+                Access::Push,
+                &format!("/v2/{repository}/manifests/{tag}"),
+                &[("content-type", manifest.media_type.clone())],
+                manifest.bytes.clone(),
+            )
+            .await?;
+        if !reply.status.is_success() {
+            let error = Error::failed(format!("cannot write the manifest {name}"))
+                .caused_by(reply.describe());
+            let codes = reply.error_codes();
+            return Err(if codes.iter().any(|c| c == "MANIFEST_BLOB_UNKNOWN") {
+                error.hint(format!(
+                    "{repository} does not hold the image's blobs: push the image to it first"
+                ))
+            } else {
+                error
+            });
+        }
+        match reply.header("docker-content-digest") {
+            Some(stored) if stored != manifest.digest => Err(Error::failed(format!(
+                "{} stored {name} as {stored}, not {}",
+                self.target.host, manifest.digest
+            ))),
+            _ => Ok(()),
+        }
     }
 
-    pub async fn revision(
-        &self,
-        _repository: &str,
-        _manifest: &Manifest,
-    ) -> Result<Option<String>> {
-        Err(Error::failed("OCI revision: not written yet"))
+    /// The commit an image was built from: the [`REVISION_LABEL`] of its
+    /// config. For an index, of its first platform image (attestations,
+    /// `unknown/unknown`, are skipped). `None` without a label or config.
+    pub async fn revision(&self, repository: &str, manifest: &Manifest) -> Result<Option<String>> {
+        let mut image = manifest.clone();
+        // An index that names an index is legal, though rare; two levels
+        // are as deep as hoist looks.
+        for _ in 0..2 {
+            if !is_index(&image) {
+                break;
+            }
+            let Some(child) = platform_entry(&image.bytes) else {
+                return Ok(None);
+            };
+            image = self
+                .get_manifest(repository, &child)
+                .await?
+                .ok_or_else(|| {
+                    Error::failed(format!(
+                        "{} lists {child}, which {} does not have",
+                        self.name(repository, &image.digest),
+                        self.target.host
+                    ))
+                })?;
+        }
+        if is_index(&image) {
+            return Ok(None);
+        }
+        let Some(config) = image.config_digest() else {
+            return Ok(None);
+        };
+        let blob = self.blob(repository, &config).await?;
+        Ok(revision_label(&blob))
     }
 
+    /// How many exchanges were retried so far.
     pub fn retries(&self) -> u32 {
         self.retries.count()
+    }
+
+    /// `host/repository:tag`, or `host/repository@digest`.
+    fn name(&self, repository: &str, reference: &str) -> String {
+        let separator = if reference.contains(':') { '@' } else { ':' };
+        format!("{}/{repository}{separator}{reference}", self.target.host)
+    }
+
+    async fn get_manifest(&self, repository: &str, reference: &str) -> Result<Option<Manifest>> {
+        let name = self.name(repository, reference);
+        let reply = self
+            .send(
+                Method::GET,
+                repository,
+                Access::Pull,
+                &format!("/v2/{repository}/manifests/{reference}"),
+                &[("accept", MANIFEST_MEDIA_TYPES.join(", "))],
+                Bytes::new(),
+            )
+            .await?;
+        match reply.status.as_u16() {
+            200 => {}
+            // A registry says which thing is unknown in a JSON error body;
+            // an HTML 404 is something else answering (a wrong host).
+            404 if reply.body.is_empty() || !reply.error_codes().is_empty() => return Ok(None),
+            _ => {
+                return Err(Error::failed(format!("cannot read the manifest {name}"))
+                    .caused_by(reply.describe()));
+            }
+        }
+        let computed = digest_of(&reply.body);
+        let digest = match reply.header("docker-content-digest") {
+            Some(reported) if reported.starts_with("sha256:") && reported != computed => {
+                return Err(Error::failed(format!(
+                    "{} says {name} is {reported}, but its bytes are {computed}",
+                    self.target.host
+                )));
+            }
+            Some(reported) => reported.to_string(),
+            None => computed.clone(),
+        };
+        if reference.starts_with("sha256:") && reference != computed {
+            return Err(Error::failed(format!(
+                "{} served other bytes for {name} ({computed})",
+                self.target.host
+            )));
+        }
+        let media_type = match reply.header("content-type") {
+            Some(value) => value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            None => String::new(),
+        };
+        let media_type = if media_type.is_empty() || media_type == "application/json" {
+            serde_json::from_slice::<serde_json::Value>(&reply.body)
+                .ok()
+                .and_then(|json| json.get("mediaType")?.as_str().map(str::to_string))
+                .unwrap_or(media_type)
+        } else {
+            media_type
+        };
+        Ok(Some(Manifest {
+            digest,
+            media_type,
+            bytes: reply.body,
+        }))
+    }
+
+    /// A blob's bytes, checked against its digest, following redirects (to
+    /// other hosts without the registry's credentials).
+    async fn blob(&self, repository: &str, digest: &str) -> Result<Bytes> {
+        let path = format!("/v2/{repository}/blobs/{digest}");
+        let mut url = format!("{}{path}", self.base);
+        let mut reply = self
+            .send(
+                Method::GET,
+                repository,
+                Access::Pull,
+                &path,
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        let what = || format!("the blob {digest} of {}/{repository}", self.target.host);
+        for _ in 0..=MAX_REDIRECTS {
+            match reply.status.as_u16() {
+                200 => {
+                    if digest.starts_with("sha256:") && digest_of(&reply.body) != digest {
+                        return Err(Error::failed(format!(
+                            "{} has other bytes than its digest says (from {})",
+                            what(),
+                            redact(&url)
+                        )));
+                    }
+                    return Ok(reply.body);
+                }
+                301 | 302 | 303 | 307 | 308 => {
+                    let location = reply.header("location").ok_or_else(|| {
+                        Error::failed(format!("cannot read {}", what()))
+                            .caused_by(format!("a {} without a Location", reply.status))
+                    })?;
+                    url = resolve(&url, location).ok_or_else(|| {
+                        Error::failed(format!("cannot read {}", what()))
+                            .caused_by(format!("a redirect to {}", redact(location)))
+                    })?;
+                    reply = match url.strip_prefix(&self.base) {
+                        Some(rest) if same_origin(&url, &self.base) => {
+                            self.send(
+                                Method::GET,
+                                repository,
+                                Access::Pull,
+                                rest,
+                                &[],
+                                Bytes::new(),
+                            )
+                            .await?
+                        }
+                        _ => {
+                            self.exchange(&Method::GET, &url, &[], &Bytes::new(), None)
+                                .await?
+                        }
+                    };
+                }
+                _ => {
+                    return Err(Error::failed(format!("cannot read {}", what()))
+                        .caused_by(format!("{} answered {}", redact(&url), reply.describe())));
+                }
+            }
+        }
+        Err(Error::failed(format!("cannot read {}", what()))
+            .caused_by(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// One request to the registry, answering an auth challenge once.
+    async fn send(
+        &self,
+        method: Method,
+        repository: &str,
+        access: Access,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Reply> {
+        let url = format!("{}{path}", self.base);
+        let cached = self.cached_auth(repository, access);
+        let reply = self
+            .exchange(&method, &url, headers, &body, cached.as_ref())
+            .await?;
+        match reply.status.as_u16() {
+            401 => {}
+            403 => return Err(self.refused(&reply, repository)),
+            _ => return Ok(reply),
+        }
+        let challenges: Vec<Challenge> = reply
+            .headers
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_challenges)
+            .collect();
+        let auth = self.authenticate(&challenges, repository, access).await?;
+        let reply = self
+            .exchange(&method, &url, headers, &body, Some(&auth))
+            .await?;
+        match reply.status.as_u16() {
+            401 | 403 => Err(self.refused(&reply, repository)),
+            _ => Ok(reply),
+        }
+    }
+
+    fn cached_auth(&self, repository: &str, access: Access) -> Option<Auth> {
+        let cache = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.basic {
+            return self.login.as_ref().map(|(l, _)| Auth::Basic(l.clone()));
+        }
+        let mut scopes = vec![access.scope(repository)];
+        if access == Access::Pull {
+            scopes.push(Access::Push.scope(repository));
+        }
+        scopes
+            .iter()
+            .find_map(|scope| cache.tokens.get(scope))
+            .map(|token| Auth::Bearer(token.clone()))
+    }
+
+    /// Answers a 401's challenges: Basic with the login, Bearer with a
+    /// token from the realm.
+    async fn authenticate(
+        &self,
+        challenges: &[Challenge],
+        repository: &str,
+        access: Access,
+    ) -> Result<Auth> {
+        if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let realm = bearer.param("realm").ok_or_else(|| {
+                Error::failed(format!(
+                    "{} asks for a bearer token without saying where to get one (no realm)",
+                    self.target.host
+                ))
+            })?;
+            let scope = bearer
+                .param("scope")
+                .map(str::to_string)
+                .unwrap_or_else(|| access.scope(repository));
+            let token = self
+                .fetch_token(realm, bearer.param("service"), &scope, repository)
+                .await?;
+            let mut cache = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+            cache.tokens.insert(access.scope(repository), token.clone());
+            return Ok(Auth::Bearer(token));
+        }
+        let basic = challenges.iter().any(|c| c.scheme == "basic");
+        if basic || challenges.is_empty() {
+            let Some((login, _)) = &self.login else {
+                return Err(self.no_login(repository));
+            };
+            self.auth.lock().unwrap_or_else(|e| e.into_inner()).basic = true;
+            return Ok(Auth::Basic(login.clone()));
+        }
+        let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+        Err(Error::failed(format!(
+            "{} asks for authentication hoist does not speak ({})",
+            self.target.host,
+            schemes.join(", ")
+        ))
+        .hint("hoist speaks Basic and Bearer token authentication"))
+    }
+
+    /// A bearer token from the token service at `realm`: with the login as
+    /// Basic (or, for an identity token, as an OAuth2 refresh token), or
+    /// anonymously without one.
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        repository: &str,
+    ) -> Result<Secret> {
+        let login = self.login.as_ref().map(|(l, _)| l);
+        let realm_uri: Uri = realm.parse().map_err(|_| {
+            Error::failed(format!(
+                "{} names an invalid token service: {}",
+                self.target.host,
+                redact(realm)
+            ))
+        })?;
+        let realm_host = realm_uri.authority().map(|a| a.to_string());
+        let plain_http = realm_uri.scheme_str() == Some("http");
+        let loopback = realm_host.as_ref().is_some_and(|host| {
+            Target {
+                host: host.clone(),
+                prefix: String::new(),
+            }
+            .is_loopback()
+        });
+        if login.is_some() && plain_http && !loopback {
+            return Err(Error::failed(format!(
+                "{} sends hoist to a token service over plain HTTP ({}); hoist will not send the login there",
+                self.target.host,
+                redact(realm)
+            )));
+        }
+        let mut form = vec![("scope", scope.to_string())];
+        if let Some(service) = service {
+            form.insert(0, ("service", service.to_string()));
+        }
+        let reply = match login {
+            Some(login) if login.username == IDENTITY_TOKEN_USER => {
+                form.push(("grant_type", "refresh_token".to_string()));
+                form.push(("client_id", "hoist".to_string()));
+                form.push(("refresh_token", login.password.expose().to_string()));
+                let body = Bytes::from(encode_form(&form));
+                let headers = [(
+                    "content-type",
+                    "application/x-www-form-urlencoded".to_string(),
+                )];
+                self.exchange(&Method::POST, realm, &headers, &body, None)
+                    .await?
+            }
+            _ => {
+                let separator = if realm.contains('?') { '&' } else { '?' };
+                let url = format!("{realm}{separator}{}", encode_form(&form));
+                let auth = login.map(|l| Auth::Basic(l.clone()));
+                self.exchange(&Method::GET, &url, &[], &Bytes::new(), auth.as_ref())
+                    .await?
+            }
+        };
+        match reply.status.as_u16() {
+            200 => {}
+            401 | 403 => return Err(self.refused(&reply, repository)),
+            _ => {
+                return Err(Error::failed(format!(
+                    "the token service of {} ({}) did not give a token",
+                    self.target.host,
+                    redact(realm)
+                ))
+                .caused_by(reply.describe()));
+            }
+        }
+        let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        ["token", "access_token"]
+            .iter()
+            .find_map(|key| json.get(key)?.as_str().filter(|t| !t.is_empty()))
+            .map(Secret::new)
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "the token service of {} ({}) answered without a token",
+                    self.target.host,
+                    redact(realm)
+                ))
+            })
+    }
+
+    /// The error for a 401 or 403 the registry (or its token service)
+    /// holds to.
+    fn refused(&self, reply: &Reply, repository: &str) -> Error {
+        let Some((login, source)) = &self.login else {
+            return self.no_login(repository).caused_by(reply.describe());
+        };
+        let who = if login.username == IDENTITY_TOKEN_USER {
+            "the identity token".to_string()
+        } else {
+            format!("the credentials of user {}", login.username)
+        };
+        Error::failed(format!("{} rejected {who}", self.target.host))
+            .caused_by(format!("for {repository}: {}", reply.describe()))
+            .hint(format!(
+                "check the login from {}; hoist takes HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD \
+                 first, then the Docker config",
+                source.describe()
+            ))
+    }
+
+    fn no_login(&self, repository: &str) -> Error {
+        let host = &self.target.host;
+        Error::failed(format!("{host} requires a login for {repository}, and hoist has none"))
+            .hint(format!(
+                "set HOIST_REGISTRY_USER and HOIST_REGISTRY_PASSWORD, or run `docker login {host}` \
+                 so that the Docker config ($DOCKER_CONFIG/config.json, else ~/.docker/config.json, \
+                 or its credential helper) has a login for it"
+            ))
+    }
+
+    /// One HTTP exchange, retried while it fails transiently; any answer
+    /// that is not a transient status comes back as it is.
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Bytes,
+        auth: Option<&Auth>,
+    ) -> Result<Reply> {
+        let what = format!("{method} {}", redact(url));
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Error::failed(format!("invalid URL in {what}")).caused_by(e))?;
+        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let authorization = auth.map(Auth::header).transpose()?;
+        self.retries
+            .run(|| async {
+                let mut builder = Request::builder()
+                    .method(method.clone())
+                    .uri(uri.clone())
+                    .header("user-agent", concat!("hoist/", env!("CARGO_PKG_VERSION")));
+                for (name, value) in headers {
+                    builder = builder.header(*name, value.as_str());
+                }
+                if let Some(value) = &authorization {
+                    builder = builder.header("authorization", value.clone());
+                }
+                let request = builder.body(Full::new(body.clone())).map_err(|e| {
+                    Failure::Permanent(Error::failed(format!("cannot make {what}")).caused_by(e))
+                })?;
+                let unreachable = |error: &(dyn StdError + 'static)| {
+                    let failure = Error::failed(format!("cannot reach {host} ({what})"))
+                        .caused_by(chain(error))
+                        .hint(format!(
+                            "check that the registry {host} is up and reachable from here"
+                        ));
+                    if is_transient_error(error) {
+                        Failure::Transient(failure)
+                    } else {
+                        Failure::Permanent(failure)
+                    }
+                };
+                let exchange = async {
+                    let response = self
+                        .client
+                        .request(request)
+                        .await
+                        .map_err(|e| unreachable(&e))?;
+                    let (parts, incoming) = response.into_parts();
+                    let body = Limited::new(incoming, MAX_BODY)
+                        .collect()
+                        .await
+                        .map_err(|e| unreachable(&*e))?
+                        .to_bytes();
+                    Ok::<Reply, Failure>(Reply {
+                        status: parts.status,
+                        headers: parts.headers,
+                        body,
+                    })
+                };
+                let reply = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+                    Ok(reply) => reply?,
+                    Err(_) => {
+                        return Err(Failure::Transient(
+                            Error::failed(format!("{host} did not answer {what}")).caused_by(
+                                format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+                            ),
+                        ));
+                    }
+                };
+                if is_transient_status(reply.status.as_u16()) {
+                    return Err(Failure::Transient(
+                        Error::failed(format!("{host} answered {} to {what}", reply.status))
+                            .caused_by(registry_error(&reply.body)),
+                    ));
+                }
+                Ok(reply)
+            })
+            .await
+    }
+}
+
+/// The HTTP client: HTTPS with the system's roots (or plain HTTP), HTTP/1.
+fn http_client(target: &Target) -> Result<HttpClient> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(builder) => builder,
+        // A loopback registry speaks plain HTTP: no roots needed.
+        Err(_) if target.is_loopback() => {
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::failed("cannot set up TLS").caused_by(e))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+        Err(e) => {
+            return Err(Error::failed(format!(
+                "cannot load the system's root certificates to check {}'s TLS certificate",
+                target.host
+            ))
+            .caused_by(e)
+            .hint(
+                "install the CA certificates (Debian: apt-get install ca-certificates), \
+                 or point SSL_CERT_FILE at a PEM bundle",
+            ));
+        }
+    };
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.enforce_http(false);
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// Whether a failed exchange is worth another try: a refused, reset or cut
+/// connection, or a timeout. DNS and TLS failures are not.
+fn is_transient_error(error: &(dyn StdError + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | BrokenPipe
+                    | UnexpectedEof
+                    | TimedOut
+                    | NotConnected
+            )
+        {
+            return true;
+        }
+        // An `io::Error` wrapping another error hides it from `source()`.
+        if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            current = Some(inner);
+            continue;
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message()
+                || hyper.is_canceled()
+                || hyper.is_closed()
+                || hyper.is_timeout())
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// An error and its sources, as one line.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(error) = current {
+        let text = error.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        current = error.source();
+    }
+    parts.join(": ")
+}
+
+/// The registry's `errors[].code/message`, else the start of the body.
+fn registry_error(body: &[u8]) -> String {
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(errors) = json.get("errors").and_then(|e| e.as_array())
+    {
+        let text: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let field = |key: &str| e.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+                match (field("code"), field("message")) {
+                    ("", message) => message.to_string(),
+                    (code, "") => code.to_string(),
+                    (code, message) => format!("{code}: {message}"),
+                }
+            })
+            .collect();
+        if !text.is_empty() {
+            return text.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.chars().count() {
+        0 => "(no body)".to_string(),
+        n if n > 200 => format!("{}…", text.chars().take(200).collect::<String>()),
+        _ => text,
+    }
+}
+
+/// A URL without its query (presigned URLs carry signatures there).
+fn redact(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+/// `(scheme, host, port)` of an absolute URL, lower-cased, with the
+/// default port filled in.
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let uri: Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    Some((
+        scheme,
+        uri.host()?.to_ascii_lowercase(),
+        uri.port_u16().unwrap_or(default),
+    ))
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    origin(a).is_some_and(|a| origin(b) == Some(a))
+}
+
+/// A `Location` resolved against the URL that answered with it.
+fn resolve(base: &str, location: &str) -> Option<String> {
+    if origin(location).is_some() {
+        return Some(location.to_string());
+    }
+    let (scheme, rest) = base.split_once("://")?;
+    if let Some(authority_path) = location.strip_prefix("//") {
+        return Some(format!("{scheme}://{authority_path}"));
+    }
+    let authority = rest.split('/').next()?;
+    if location.starts_with('/') {
+        return Some(format!("{scheme}://{authority}{location}"));
+    }
+    let path = redact(rest)[authority.len()..].to_string();
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    Some(format!("{scheme}://{authority}{dir}{location}"))
+}
+
+/// `application/x-www-form-urlencoded` (also a query string).
+fn encode_form(pairs: &[(&str, String)]) -> String {
+    let encode = |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_index(manifest: &Manifest) -> bool {
+    manifest.is_index()
+        || serde_json::from_slice::<serde_json::Value>(&manifest.bytes)
+            .is_ok_and(|json| json.get("manifests").is_some_and(|m| m.is_array()))
+}
+
+/// The digest of an index's first platform image: entries for
+/// `unknown/unknown` (BuildKit's attestations) are skipped.
+pub fn platform_entry(index: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(index).ok()?;
+    json.get("manifests")?
+        .as_array()?
+        .iter()
+        .find(|entry| {
+            let platform = |key: &str| {
+                entry
+                    .get("platform")
+                    .and_then(|p| p.get(key))
+                    .and_then(|v| v.as_str())
+            };
+            let unknown =
+                platform("os") == Some("unknown") && platform("architecture") == Some("unknown");
+            let attestation = entry
+                .get("annotations")
+                .and_then(|a| a.get("vnd.docker.reference.type"))
+                .and_then(|v| v.as_str())
+                == Some("attestation-manifest");
+            !unknown && !attestation
+        })
+        .and_then(|entry| entry.get("digest")?.as_str().map(str::to_string))
+}
+
+/// The [`REVISION_LABEL`] of an image config blob.
+pub fn revision_label(config: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let revision = json
+        .get("config")?
+        .get("Labels")?
+        .get(REVISION_LABEL)?
+        .as_str()?
+        .trim();
+    (!revision.is_empty()).then(|| revision.to_string())
+}
+
+/// One challenge of a `WWW-Authenticate` header: the scheme, lower-cased,
+/// and its parameters (names lower-cased, values unquoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a `WWW-Authenticate` value (RFC 9110: challenges separated by
+/// commas, each a scheme and `name=value` or `name="quoted, value"`
+/// parameters).
+pub fn parse_challenges(header: &str) -> Vec<Challenge> {
+    let chars: Vec<char> = header.chars().collect();
+    let mut at = 0;
+    let mut challenges: Vec<Challenge> = Vec::new();
+    let is_delimiter = |c: char| c == ',' || c == '=' || c.is_whitespace();
+    let skip_spaces = |at: &mut usize| {
+        while *at < chars.len() && chars[*at].is_whitespace() {
+            *at += 1;
+        }
+    };
+    while at < chars.len() {
+        if chars[at] == ',' || chars[at].is_whitespace() {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < chars.len() && !is_delimiter(chars[at]) {
+            at += 1;
+        }
+        let token: String = chars[start..at].iter().collect();
+        let mut after = at;
+        skip_spaces(&mut after);
+        let is_param = after < chars.len() && chars[after] == '=' && !token.is_empty();
+        if !is_param {
+            if token.is_empty() {
+                // A stray '=' (the tail of a token68): skip it.
+                at += 1;
+            } else {
+                challenges.push(Challenge {
+                    scheme: token.to_ascii_lowercase(),
+                    params: Vec::new(),
+                });
+            }
+            continue;
+        }
+        at = after + 1;
+        skip_spaces(&mut at);
+        let mut value = String::new();
+        if at < chars.len() && chars[at] == '"' {
+            at += 1;
+            while at < chars.len() && chars[at] != '"' {
+                if chars[at] == '\\' && at + 1 < chars.len() {
+                    at += 1;
+                }
+                value.push(chars[at]);
+                at += 1;
+            }
+            at += 1;
+        } else {
+            while at < chars.len() && chars[at] != ',' && !chars[at].is_whitespace() {
+                value.push(chars[at]);
+                at += 1;
+            }
+        }
+        if let Some(challenge) = challenges.last_mut() {
+            challenge.params.push((token.to_ascii_lowercase(), value));
+        }
+    }
+    challenges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(challenge: &Challenge) -> Vec<(&str, &str)> {
+        challenge
+            .params
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_challenges() {
+        let all = parse_challenges(
+            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].scheme, "bearer");
+        assert_eq!(
+            params(&all[0]),
+            [
+                ("realm", "https://auth.example.com/token"),
+                ("service", "registry.example.com"),
+                ("scope", "repository:a/b:pull,push"),
+            ]
+        );
+
+        let all = parse_challenges(r#"BASIC Realm="hoist, test", charset=UTF-8"#);
+        assert_eq!(all[0].scheme, "basic");
+        assert_eq!(
+            params(&all[0]),
+            [("realm", "hoist, test"), ("charset", "UTF-8")]
+        );
+
+        let all = parse_challenges(
+            r#"Negotiate abc==, Basic realm="a \"quoted\" realm", bearer realm = "https://t/x?a=1" , service=svc"#,
+        );
+        let schemes: Vec<&str> = all.iter().map(|c| c.scheme.as_str()).collect();
+        assert_eq!(schemes, ["negotiate", "basic", "bearer"]);
+        assert_eq!(all[1].param("realm"), Some(r#"a "quoted" realm"#));
+        assert_eq!(all[2].param("realm"), Some("https://t/x?a=1"));
+        assert_eq!(all[2].param("service"), Some("svc"));
+
+        assert_eq!(parse_challenges(""), []);
+        assert_eq!(parse_challenges("Basic")[0].params, []);
+        // Unterminated quotes end the value at the end of the header.
+        assert_eq!(
+            parse_challenges(r#"Bearer realm="https://x"#)[0].param("realm"),
+            Some("https://x")
+        );
+    }
+
+    #[test]
+    fn picks_the_platform_image_of_an_index() {
+        let index = br#"{"manifests":[
+            {"digest":"sha256:att","platform":{"os":"unknown","architecture":"unknown"}},
+            {"digest":"sha256:tagged","annotations":{"vnd.docker.reference.type":"attestation-manifest"}},
+            {"digest":"sha256:amd64","platform":{"os":"linux","architecture":"amd64"}},
+            {"digest":"sha256:arm64","platform":{"os":"linux","architecture":"arm64"}}]}"#;
+        assert_eq!(platform_entry(index).as_deref(), Some("sha256:amd64"));
+        assert_eq!(
+            platform_entry(br#"{"manifests":[{"digest":"sha256:x"}]}"#).as_deref(),
+            Some("sha256:x")
+        );
+        assert_eq!(platform_entry(br#"{"manifests":[]}"#), None);
+        assert_eq!(platform_entry(b"not json"), None);
+    }
+
+    #[test]
+    fn reads_the_revision_label() {
+        let config =
+            format!(r#"{{"config":{{"Labels":{{"{REVISION_LABEL}":" abc123 ","x":"y"}}}}}}"#);
+        assert_eq!(revision_label(config.as_bytes()).as_deref(), Some("abc123"));
+        assert_eq!(revision_label(br#"{"config":{"Labels":null}}"#), None);
+        assert_eq!(revision_label(br#"{"config":{}}"#), None);
+        assert_eq!(revision_label(b"{}"), None);
+    }
+
+    #[test]
+    fn renders_registry_errors() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}},{"code":"DENIED"}]}"#;
+        assert_eq!(
+            registry_error(body),
+            "MANIFEST_UNKNOWN: manifest unknown; DENIED"
+        );
+        assert_eq!(registry_error(b""), "(no body)");
+        assert_eq!(
+            registry_error(b"<html>\n  <b>bad</b>\n</html>"),
+            "<html> <b>bad</b> </html>"
+        );
+        assert!(registry_error(&[b'x'; 1000]).chars().count() <= 201);
+    }
+
+    #[test]
+    fn resolves_redirects_and_compares_origins() {
+        let base = "https://reg.example.com/v2/a/blobs/sha256:1";
+        assert_eq!(
+            resolve(base, "https://s3.example.com/b?X-Amz-Signature=s").as_deref(),
+            Some("https://s3.example.com/b?X-Amz-Signature=s")
+        );
+        assert_eq!(
+            resolve(base, "/elsewhere?x=1").as_deref(),
+            Some("https://reg.example.com/elsewhere?x=1")
+        );
+        assert_eq!(
+            resolve(base, "//cdn.example.com/b").as_deref(),
+            Some("https://cdn.example.com/b")
+        );
+        assert_eq!(
+            resolve(base, "sha256:2").as_deref(),
+            Some("https://reg.example.com/v2/a/blobs/sha256:2")
+        );
+        assert!(same_origin(
+            "https://Reg.example.com:443/x",
+            "https://reg.example.com"
+        ));
+        assert!(!same_origin(
+            "http://reg.example.com/x",
+            "https://reg.example.com"
+        ));
+        assert!(!same_origin(
+            "http://127.0.0.1:5001/x",
+            "http://127.0.0.1:5000"
+        ));
+        assert!(!same_origin("not a url", "not a url"));
+        assert_eq!(redact("https://s3/b?X-Amz-Signature=s"), "https://s3/b");
+    }
+
+    #[test]
+    fn encodes_forms() {
+        let form = encode_form(&[
+            ("service", "registry.example.com".into()),
+            ("scope", "repository:a/b:pull,push".into()),
+        ]);
+        assert_eq!(
+            form,
+            "service=registry.example.com&scope=repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+
+    #[test]
+    fn credentials_stay_out_of_debug_output() {
+        let login = Login {
+            username: "u".into(),
+            password: Secret::new("hunter2"),
+        };
+        let header = Auth::Basic(login.clone()).header().unwrap();
+        assert!(header.is_sensitive());
+        assert!(
+            !format!("{header:?}").contains("dTpodW50ZXIy"),
+            "{header:?}"
+        );
+        let target = Target::parse("127.0.0.1:1").unwrap();
+        let env = |name: &str| match name {
+            "HOIST_REGISTRY_USER" => Some("u".to_string()),
+            "HOIST_REGISTRY_PASSWORD" => Some("hunter2".to_string()),
+            _ => None,
+        };
+        let oci = Oci::connect(&target, &env).unwrap();
+        let debug = format!("{oci:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("\"u\""),
+            "{debug}"
+        );
+        assert_eq!(oci.base, "http://127.0.0.1:1");
+        let remote = Oci::connect(&Target::parse("ghcr.io/org").unwrap(), &env).unwrap();
+        assert_eq!(remote.base, "https://ghcr.io");
+    }
+
+    #[test]
+    fn classifies_connection_errors() {
+        use std::io::{Error as IoError, ErrorKind};
+        for kind in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::ConnectionReset,
+            ErrorKind::TimedOut,
+        ] {
+            assert!(is_transient_error(&IoError::new(kind, "x")), "{kind:?}");
+        }
+        let wrapped = IoError::other(IoError::new(ErrorKind::ConnectionReset, "reset"));
+        assert!(is_transient_error(&wrapped));
+        assert!(!is_transient_error(&IoError::new(
+            ErrorKind::InvalidData,
+            "bad certificate"
+        )));
+        assert!(!is_transient_error(&IoError::new(
+            ErrorKind::NotFound,
+            "no such host"
+        )));
     }
 }

@@ -10,6 +10,7 @@ use crate::build_log::BuildLog;
 use crate::config::Smoke;
 use crate::error::{Error, Result};
 use crate::registry::PushAuth;
+use crate::registry::credentials::is_identity_token;
 use crate::registry::retry::{Failure, Retries};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -266,12 +267,7 @@ impl Engine {
         print: &mut (dyn FnMut(String) + Send),
     ) -> Result<Option<String>> {
         let (repository, tag) = split_reference(reference);
-        let credentials = DockerCredentials {
-            username: auth.login.as_ref().map(|l| l.username.clone()),
-            password: auth.login.as_ref().map(|l| l.password.expose().to_string()),
-            serveraddress: Some(auth.server.clone()),
-            ..DockerCredentials::default()
-        };
+        let credentials = engine_credentials(auth);
         let print = std::sync::Mutex::new(print);
         retries
             .run(|| async {
@@ -510,6 +506,28 @@ fn split_reference(reference: &str) -> (&str, &str) {
 
 /// The registry host of an image reference, as Docker reads it: the first
 /// path component when it looks like a host, else Docker Hub.
+/// A registry login as the engine takes it. An identity token (the Docker
+/// config's `<token>` user) goes as `identitytoken`, which the engine
+/// trades at the registry's token service; the docker CLI converts it the
+/// same way.
+pub fn engine_credentials(auth: &PushAuth) -> DockerCredentials {
+    let mut credentials = DockerCredentials {
+        serveraddress: Some(auth.server.clone()),
+        ..DockerCredentials::default()
+    };
+    match &auth.login {
+        Some(login) if is_identity_token(login) => {
+            credentials.identitytoken = Some(login.password.expose().to_string());
+        }
+        Some(login) => {
+            credentials.username = Some(login.username.clone());
+            credentials.password = Some(login.password.expose().to_string());
+        }
+        None => {}
+    }
+    credentials
+}
+
 /// The digest in the engine's last push status line,
 /// `<tag>: digest: sha256:… size: N`.
 fn pushed_digest(status: &str) -> Option<String> {
@@ -651,5 +669,25 @@ mod tests {
             assert!(!is_transient_push_error(permanent), "{permanent}");
         }
         assert!(push_hint("unauthorized: authentication required").contains("HOIST_REGISTRY_USER"));
+    }
+
+    #[test]
+    fn identity_tokens_reach_the_engine_as_such() {
+        use crate::registry::Login;
+        use crate::secret::Secret;
+        let auth = |username: &str| PushAuth {
+            server: "ghcr.io".into(),
+            login: Some(Login {
+                username: username.into(),
+                password: Secret::new("t0ken"),
+            }),
+        };
+        let token = engine_credentials(&auth("<token>"));
+        assert_eq!(token.identitytoken.as_deref(), Some("t0ken"));
+        assert_eq!((token.username, token.password), (None, None));
+        let basic = engine_credentials(&auth("ci"));
+        assert_eq!(basic.username.as_deref(), Some("ci"));
+        assert_eq!(basic.password.as_deref(), Some("t0ken"));
+        assert_eq!(basic.serveraddress.as_deref(), Some("ghcr.io"));
     }
 }

@@ -14,7 +14,7 @@ use crate::cli::{Format, PublishArgs};
 use crate::config::{Config, Overrides};
 use crate::context::{self, Context, Summary, human_bytes};
 use crate::deps::{self, Options, Outcome};
-use crate::docker::{BuildSettings, Credentials, Engine};
+use crate::docker::{BuildSettings, Credentials, Engine, engine_credentials};
 use crate::error::{Error, Result};
 use crate::git;
 use crate::manifest;
@@ -23,7 +23,6 @@ use crate::registry::retry::Retries;
 use crate::registry::{Manifest, Missing, PushAuth, Registry, Target};
 use crate::secret::Secret;
 use crate::workflow::Workflow;
-use bollard::auth::DockerCredentials;
 use futures_util::future::join_all;
 use serde::Serialize;
 use std::path::Path;
@@ -325,16 +324,8 @@ fn warn_sizes(plan: &crate::build::Plan, sizes: &[Summary], ci: &Ci) {
 /// The login for pulling cache sources from the registry being pushed to.
 fn cache_credentials(auth: &PushAuth) -> Credentials {
     let mut credentials = Credentials::new();
-    if let Some(login) = &auth.login {
-        credentials.insert(
-            auth.server.clone(),
-            DockerCredentials {
-                username: Some(login.username.clone()),
-                password: Some(login.password.expose().to_string()),
-                serveraddress: Some(auth.server.clone()),
-                ..DockerCredentials::default()
-            },
-        );
+    if auth.login.is_some() {
+        credentials.insert(auth.server.clone(), engine_credentials(auth));
     }
     credentials
 }

@@ -332,8 +332,10 @@ impl Registry {
     }
 
     /// The commit an image was built from, as far as the registry tells:
-    /// the full sha of its revision label, or the hex of a `staging-<sha7>`
-    /// tag that names the same digest (a prefix). `None` when neither says.
+    /// OCI reads the full sha of its revision label from the image config;
+    /// ECR, whose API serves no config blob, gives the hex of a
+    /// `staging-<sha7>` tag on the same digest (a prefix). `None` when the
+    /// registry cannot say.
     pub async fn revision(&self, repository: &str, manifest: &Manifest) -> Result<Option<String>> {
         match self {
             Registry::Ecr(r) => r.revision(repository, manifest).await,

@@ -105,8 +105,16 @@ fn every_hoist_command_line_in_the_workflows_parses() {
             }
         }
     }
-    assert!(checked.iter().any(|l| l.starts_with("hoist publish")), "{checked:?}");
-    assert!(checked.iter().any(|l| l.starts_with("hoist changes --check")), "{checked:?}");
+    assert!(
+        checked.iter().any(|l| l.starts_with("hoist publish")),
+        "{checked:?}"
+    );
+    assert!(
+        checked
+            .iter()
+            .any(|l| l.starts_with("hoist changes --check")),
+        "{checked:?}"
+    );
 }
 
 /// The example monorepo carries the ready-to-copy publish workflow itself.
@@ -116,5 +124,8 @@ fn the_example_carries_the_shipped_publish_workflow() {
     let shipped = std::fs::read_to_string(root().join("workflows").join(name)).unwrap();
     let example =
         std::fs::read_to_string(root().join("examples/.gitea/workflows").join(name)).unwrap();
-    assert_eq!(shipped, example, "copy workflows/{name} into examples/.gitea/workflows/");
+    assert_eq!(
+        shipped, example,
+        "copy workflows/{name} into examples/.gitea/workflows/"
+    );
 }

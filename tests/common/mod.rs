@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod git_server;
+pub mod moto;
 pub mod proxy;
 
 use std::path::Path;

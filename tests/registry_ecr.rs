@@ -1,0 +1,637 @@
+//! The ECR backend against moto's ECR API: the push login, reading a tag's
+//! manifest byte for byte, retagging registry-side (and a re-run of it),
+//! the revision from a `staging-<sha>` tag, missing and created
+//! repositories, immutable tags, and retries of throttling and 5xx answers
+//! (through a fault-injecting proxy), counted, while final errors are not
+//! retried.
+//!
+//! Images are seeded with `PutImage` through the SDK directly, with
+//! `imageDigest` = the sha256 of the bytes, so that moto records the digest
+//! ECR would compute (moto's own digests come from the layer list).
+
+mod common;
+
+use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ecr::types::{ImageIdentifier, ImageTagMutability};
+use bytes::Bytes;
+use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
+use common::proxy::{FaultProxy, Verdict};
+use hoist::registry::{
+    DOCKER_MANIFEST, Manifest, Missing, OCI_INDEX, OCI_MANIFEST, Registry, Target, digest_of,
+};
+use std::sync::Arc;
+
+const PREFIX: &str = "molecule-ai";
+
+fn target() -> Target {
+    Target::parse(&format!(
+        "{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{PREFIX}"
+    ))
+    .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// hoist's ECR registry with moto's variables, the endpoint being moto or a
+/// proxy in front of it.
+async fn connect(endpoint: &str) -> Registry {
+    let vars = Moto::env(endpoint);
+    let env = move |name: &str| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let registry = Registry::connect(&target(), &env).await.unwrap();
+    assert_eq!(registry.kind(), "ECR");
+    registry
+}
+
+/// The SDK itself, straight to moto, to seed and inspect what hoist does.
+fn sdk(moto: &Moto) -> aws_sdk_ecr::Client {
+    let config = aws_sdk_ecr::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(moto.url())
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_ecr::Client::from_conf(config)
+}
+
+/// A Docker v2 manifest, different for every `seed`, in a layout of its own
+/// (spaces, key order) that a re-serialisation would not keep.
+fn docker_manifest(seed: &str) -> Bytes {
+    let config = digest_of(format!("config {seed}").as_bytes());
+    let layer = digest_of(format!("layer {seed}").as_bytes());
+    Bytes::from(format!(
+        "{{\n   \"schemaVersion\": 2,\n   \"mediaType\": \"{DOCKER_MANIFEST}\",\n   \
+         \"config\": {{\"mediaType\": \"application/vnd.docker.container.image.v1+json\", \
+         \"size\": 1469, \"digest\": \"{config}\"}},\n   \"layers\": [{{\"size\": 2811478, \
+         \"mediaType\": \"application/vnd.docker.image.rootfs.diff.tar.gzip\", \
+         \"digest\": \"{layer}\"}}]\n}}"
+    ))
+}
+
+async fn create_repository(sdk: &aws_sdk_ecr::Client, name: &str, mutability: ImageTagMutability) {
+    sdk.create_repository()
+        .repository_name(name)
+        .image_tag_mutability(mutability)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// An OCI index of one platform image plus its attestation manifest, as
+/// BuildKit pushes them.
+fn oci_index(seed: &str) -> Bytes {
+    let image = digest_of(format!("image {seed}").as_bytes());
+    let attestation = digest_of(format!("attestation {seed}").as_bytes());
+    Bytes::from(format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{image}","size":480,"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{attestation}","size":566,"annotations":{{"vnd.docker.reference.digest":"{image}","vnd.docker.reference.type":"attestation-manifest"}},"platform":{{"architecture":"unknown","os":"unknown"}}}}]}}"#
+    ))
+}
+
+/// Seeds a Docker v2 manifest under a tag, as a push would; returns the
+/// digest the server reports.
+async fn seed(sdk: &aws_sdk_ecr::Client, repository: &str, tag: &str, bytes: &Bytes) -> String {
+    seed_as(sdk, repository, tag, bytes, DOCKER_MANIFEST).await
+}
+
+async fn seed_as(
+    sdk: &aws_sdk_ecr::Client,
+    repository: &str,
+    tag: &str,
+    bytes: &Bytes,
+    media_type: &str,
+) -> String {
+    let out = sdk
+        .put_image()
+        .repository_name(repository)
+        .image_manifest(std::str::from_utf8(bytes).unwrap())
+        .image_manifest_media_type(media_type)
+        .image_tag(tag)
+        .image_digest(digest_of(bytes))
+        .send()
+        .await
+        .unwrap();
+    out.image()
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .image_digest()
+        .unwrap()
+        .to_string()
+}
+
+/// The tags the server has on a digest, sorted.
+async fn tags_of(sdk: &aws_sdk_ecr::Client, repository: &str, digest: &str) -> Vec<String> {
+    let out = sdk
+        .describe_images()
+        .repository_name(repository)
+        .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+        .send()
+        .await
+        .unwrap();
+    let mut tags: Vec<String> = out
+        .image_details()
+        .iter()
+        .flat_map(|d| d.image_tags().iter().cloned())
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// A proxy that forwards everything, to count the requests.
+fn counting_proxy(moto: &Moto) -> FaultProxy {
+    FaultProxy::start(moto.addr, Arc::new(|_| Verdict::Forward))
+}
+
+#[test]
+fn push_auth_decodes_the_token_refetches_an_expired_one_and_never_shows_it() {
+    let Some(moto) = Moto::start() else { return };
+    let proxy = counting_proxy(&moto);
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let token = sdk.get_authorization_token().send().await.unwrap();
+        let data = &token.authorization_data()[0];
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data.authorization_token().unwrap())
+            .unwrap();
+        let decoded = String::from_utf8(decoded).unwrap();
+        let (_, expected_password) = decoded.split_once(':').unwrap();
+        // moto's token expired in 2015, so it must not be cached as valid.
+        let expires = data.expires_at().unwrap().secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(expires < now, "moto's token expires at {expires}");
+
+        let registry = connect(&proxy.url()).await;
+        let auth = registry.push_auth().await.unwrap();
+        assert_eq!(auth.server, target().host);
+        let login = auth.login.clone().unwrap();
+        assert_eq!(login.username, "AWS");
+        assert!(!login.password.expose().is_empty());
+        assert_eq!(login.password.expose(), expected_password);
+        assert_eq!(auth.secrets().len(), 1);
+        for shown in [
+            format!("{auth:?}"),
+            format!("{login:?}"),
+            format!("{auth:#?}"),
+        ] {
+            assert!(!shown.contains(expected_password), "{shown}");
+            assert!(!shown.contains(SECRET_KEY), "{shown}");
+        }
+
+        let again = registry.push_auth().await.unwrap();
+        assert_eq!(again.login.unwrap().password, login.password);
+        let asked = proxy
+            .seen()
+            .iter()
+            .filter(|s| {
+                s.request
+                    .header("x-amz-target")
+                    .is_some_and(|t| t.ends_with("GetAuthorizationToken"))
+            })
+            .count();
+        assert_eq!(asked, 2, "an expired token is fetched again");
+        assert_eq!(registry.retries(), 0);
+    });
+}
+
+#[test]
+fn reads_a_manifest_back_byte_for_byte_and_a_missing_tag_is_none() {
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let repository = target().repository("platform");
+        create_repository(&sdk, &repository, ImageTagMutability::Mutable).await;
+        let bytes = docker_manifest("reads");
+        let digest = seed(&sdk, &repository, "staging-abc1234", &bytes).await;
+
+        let registry = connect(&moto.url()).await;
+        let manifest = registry
+            .manifest(&repository, "staging-abc1234")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(manifest.bytes, bytes);
+        assert_eq!(manifest.media_type, DOCKER_MANIFEST);
+        assert_eq!(manifest.digest, digest);
+        assert_eq!(manifest.digest, digest_of(&bytes));
+        assert!(!manifest.is_index());
+
+        assert_eq!(
+            registry
+                .manifest(&repository, "staging-fffffff")
+                .await
+                .unwrap(),
+            None
+        );
+
+        // An index (one platform plus attestations) is served as it is,
+        // and retagged as it is.
+        let index = oci_index("reads");
+        let index_digest = seed_as(&sdk, &repository, "staging-def5678", &index, OCI_INDEX).await;
+        let read = registry
+            .manifest(&repository, "staging-def5678")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.bytes, index);
+        assert_eq!(read.media_type, OCI_INDEX);
+        assert_eq!(read.digest, index_digest);
+        assert!(read.is_index());
+        registry
+            .put_manifest(&repository, "staging-latest", &read)
+            .await
+            .unwrap();
+        let retagged = registry
+            .manifest(&repository, "staging-latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(retagged, read);
+        assert_eq!(registry.retries(), 0);
+    });
+}
+
+#[test]
+fn retags_registry_side_and_a_rerun_is_a_success() {
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let repository = target().repository("platform-tenant");
+        create_repository(&sdk, &repository, ImageTagMutability::Mutable).await;
+        let bytes = docker_manifest("retag");
+        let digest = seed(&sdk, &repository, "staging-1234567", &bytes).await;
+
+        let registry = connect(&moto.url()).await;
+        let manifest = registry
+            .manifest(&repository, "staging-1234567")
+            .await
+            .unwrap()
+            .unwrap();
+        registry
+            .put_manifest(&repository, "latest", &manifest)
+            .await
+            .unwrap();
+        let latest = registry
+            .manifest(&repository, "latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest, manifest);
+        assert_eq!(
+            tags_of(&sdk, &repository, &digest).await,
+            ["latest", "staging-1234567"]
+        );
+
+        // ImageAlreadyExistsException: the tag names that manifest already.
+        registry
+            .put_manifest(&repository, "latest", &manifest)
+            .await
+            .unwrap();
+        assert_eq!(
+            tags_of(&sdk, &repository, &digest).await,
+            ["latest", "staging-1234567"]
+        );
+
+        // A mutable tag moves to another manifest.
+        let other = docker_manifest("retag, the next build");
+        let other_digest = seed(&sdk, &repository, "staging-7654321", &other).await;
+        let next = registry
+            .manifest(&repository, "staging-7654321")
+            .await
+            .unwrap()
+            .unwrap();
+        registry
+            .put_manifest(&repository, "latest", &next)
+            .await
+            .unwrap();
+        let latest = registry
+            .manifest(&repository, "latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.digest, other_digest);
+        assert_eq!(latest.bytes, other);
+        assert_eq!(registry.retries(), 0);
+    });
+}
+
+#[test]
+fn the_revision_comes_from_a_staging_tag_on_the_same_digest() {
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let repository = target().repository("platform");
+        create_repository(&sdk, &repository, ImageTagMutability::Mutable).await;
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b";
+        let short = &sha[..7];
+        let bytes = docker_manifest("revision");
+        seed(&sdk, &repository, &format!("staging-{short}"), &bytes).await;
+        seed(&sdk, &repository, "staging-latest", &bytes).await;
+        let untagged = docker_manifest("no staging tag");
+        seed(&sdk, &repository, "latest", &untagged).await;
+
+        let registry = connect(&moto.url()).await;
+        let manifest = registry
+            .manifest(&repository, "staging-latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            registry
+                .revision(&repository, &manifest)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(short)
+        );
+
+        let latest = registry
+            .manifest(&repository, "latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(registry.revision(&repository, &latest).await.unwrap(), None);
+
+        let unknown = Manifest::from_bytes(DOCKER_MANIFEST, docker_manifest("never pushed"));
+        assert_eq!(
+            registry.revision(&repository, &unknown).await.unwrap(),
+            None
+        );
+    });
+}
+
+#[test]
+fn a_missing_repository_is_a_clear_error_and_not_retried() {
+    let Some(moto) = Moto::start() else { return };
+    let proxy = counting_proxy(&moto);
+    runtime().block_on(async {
+        let registry = connect(&proxy.url()).await;
+        let repository = target().repository("platform");
+        let error = registry
+            .ensure_repository(&repository, Missing::Fail)
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(error.message.contains(&repository), "{error}");
+        assert!(error.message.contains(ACCOUNT), "{error}");
+        assert!(error.message.contains(REGION), "{error}");
+        assert!(
+            error.hint.as_deref().unwrap().contains("--create-repos"),
+            "{error}"
+        );
+
+        let error = registry.manifest(&repository, "latest").await.unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(error.message.contains(&repository), "{error}");
+        assert!(!error.to_string().contains(SECRET_KEY));
+
+        assert_eq!(registry.retries(), 0);
+        assert_eq!(proxy.seen().len(), 2, "one request each, no retries");
+    });
+}
+
+#[test]
+fn create_repos_creates_it_with_immutable_tags_except_the_moving_ones() {
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let registry = connect(&moto.url()).await;
+        let repository = target().repository("platform");
+        let said = registry
+            .ensure_repository(&repository, Missing::Create)
+            .await
+            .unwrap()
+            .unwrap();
+        let described = sdk
+            .describe_repositories()
+            .repository_names(&repository)
+            .send()
+            .await
+            .unwrap();
+        let created = &described.repositories()[0];
+        let mutability = created.image_tag_mutability().unwrap().as_str();
+        assert!(
+            said.starts_with(&format!("created, tag mutability {mutability}")),
+            "{said}"
+        );
+        assert_eq!(mutability, "IMMUTABLE_WITH_EXCLUSION", "{said}");
+        let mut excluded: Vec<&str> = created
+            .image_tag_mutability_exclusion_filters()
+            .iter()
+            .map(|f| f.filter())
+            .collect();
+        excluded.sort();
+        assert_eq!(excluded, ["latest", "staging-latest"]);
+
+        // Present now: nothing to say.
+        assert_eq!(
+            registry
+                .ensure_repository(&repository, Missing::Fail)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            registry
+                .ensure_repository(&repository, Missing::Create)
+                .await
+                .unwrap(),
+            None
+        );
+
+        // It works: the moving tags move, a staging-<sha> tag does not.
+        let first = Manifest::from_bytes(DOCKER_MANIFEST, docker_manifest("first"));
+        let second = Manifest::from_bytes(DOCKER_MANIFEST, docker_manifest("second"));
+        for tag in ["staging-abc1234", "staging-latest"] {
+            registry
+                .put_manifest(&repository, tag, &first)
+                .await
+                .unwrap();
+        }
+        registry
+            .put_manifest(&repository, "staging-latest", &second)
+            .await
+            .unwrap();
+        let moved = registry
+            .manifest(&repository, "staging-latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(moved.digest, second.digest);
+        let error = registry
+            .put_manifest(&repository, "staging-abc1234", &second)
+            .await
+            .unwrap_err();
+        assert!(error.message.contains("immutable"), "{error}");
+        let kept = registry
+            .manifest(&repository, "staging-abc1234")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.digest, first.digest);
+    });
+}
+
+#[test]
+fn an_immutable_tag_is_not_overwritten_and_says_so() {
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let repository = target().repository("platform");
+        create_repository(&sdk, &repository, ImageTagMutability::Immutable).await;
+        let old = docker_manifest("old");
+        let old_digest = seed(&sdk, &repository, "latest", &old).await;
+        let new = docker_manifest("new");
+        seed(&sdk, &repository, "staging-abcdef0", &new).await;
+
+        let registry = connect(&moto.url()).await;
+        let manifest = registry
+            .manifest(&repository, "staging-abcdef0")
+            .await
+            .unwrap()
+            .unwrap();
+        let error = registry
+            .put_manifest(&repository, "latest", &manifest)
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        let text = error.to_string();
+        assert!(text.contains(&format!("{repository}:latest")), "{text}");
+        assert!(text.contains("immutable"), "{text}");
+        assert!(text.contains(&old_digest), "{text}");
+        assert!(text.contains(&manifest.digest), "{text}");
+        let latest = registry
+            .manifest(&repository, "latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.digest, old_digest);
+
+        // The tag that already names the manifest is still a success.
+        let old_manifest = registry
+            .manifest(&repository, "latest")
+            .await
+            .unwrap()
+            .unwrap();
+        registry
+            .put_manifest(&repository, "latest", &old_manifest)
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_and_counted() {
+    let Some(moto) = Moto::start() else { return };
+    for status in [429, 500, 503] {
+        moto.reset();
+        let proxy = FaultProxy::failing_first(moto.addr, 2, status);
+        runtime().block_on(async {
+            let sdk = sdk(&moto);
+            let repository = target().repository("platform");
+            create_repository(&sdk, &repository, ImageTagMutability::Mutable).await;
+            let bytes = docker_manifest("throttled");
+            let digest = seed(&sdk, &repository, "staging-abc1234", &bytes).await;
+
+            let registry = connect(&proxy.url()).await;
+            let manifest = registry
+                .manifest(&repository, "staging-abc1234")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(manifest.digest, digest);
+            assert_eq!(registry.retries(), 2, "HTTP {status}");
+            let verdicts: Vec<Verdict> = proxy.seen().iter().map(|s| s.verdict).collect();
+            assert_eq!(
+                verdicts,
+                [
+                    Verdict::Fail(status),
+                    Verdict::Fail(status),
+                    Verdict::Forward
+                ],
+                "HTTP {status}"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_cut_connection_is_retried_but_not_forever() {
+    let Some(moto) = Moto::start() else { return };
+    let proxy = FaultProxy::start(moto.addr, Arc::new(|_| Verdict::Cut));
+    runtime().block_on(async {
+        let registry = connect(&proxy.url()).await;
+        let error = registry
+            .manifest(&target().repository("platform"), "latest")
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(error.to_string().contains("gave up after"), "{error}");
+        let tries = proxy.seen().len() as u32;
+        assert_eq!(registry.retries(), tries - 1);
+        assert!(tries > 1, "{tries}");
+    });
+}
+
+#[test]
+fn half_given_keys_are_an_input_error() {
+    runtime().block_on(async {
+        let env = |name: &str| (name == "AWS_ACCESS_KEY_ID").then(|| ACCESS_KEY.to_string());
+        let error = match Registry::connect(&target(), &env).await {
+            Ok(_) => panic!("connected with a key id alone"),
+            Err(error) => error,
+        };
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.message.contains("AWS_SECRET_ACCESS_KEY"), "{error}");
+    });
+}
+
+#[test]
+fn missing_credentials_are_a_clear_error_soon() {
+    let ambient = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ];
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let profile = home.is_some_and(|h| h.join(".aws").exists());
+    if let Some(found) = ambient.iter().find(|v| std::env::var_os(v).is_some()) {
+        eprintln!("skipped: the process has {found}, which the default chain would use");
+        return;
+    }
+    if profile {
+        eprintln!("skipped: ~/.aws exists, which the default chain would use");
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let url = moto.url();
+        let env = move |name: &str| (name == "AWS_ENDPOINT_URL").then(|| url.clone());
+        let registry = Registry::connect(&target(), &env).await.unwrap();
+        let started = std::time::Instant::now();
+        let error = match registry.push_auth().await {
+            Ok(_) => {
+                eprintln!("skipped: the default chain found credentials (an instance role?)");
+                return;
+            }
+            Err(error) => error,
+        };
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+        assert_eq!(error.exit_code(), 1, "{error}");
+        assert!(error.message.contains("GetAuthorizationToken"), "{error}");
+        let hint = error.hint.as_deref().unwrap_or_default();
+        for named in ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "role"] {
+            assert!(hint.contains(named), "{error}");
+        }
+        assert_eq!(registry.retries(), 0, "{error}");
+        eprintln!("{error}\n(after {took:?})");
+    });
+}

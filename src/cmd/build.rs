@@ -10,7 +10,7 @@ use crate::context::{self, Context, Summary, human_bytes};
 use crate::docker::{self, BuildSettings, Credentials, Engine};
 use crate::error::{Error, Result};
 use crate::git;
-use bollard::auth::DockerCredentials;
+use crate::registry::{self, PushAuth};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -53,7 +53,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
     let settings = BuildSettings {
         builder: plan.builder,
         no_cache: plan.no_cache,
-        credentials: credentials(config.registry.as_deref(), &env),
+        credentials: credentials(config.registry.as_deref(), &env)?,
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))?;
@@ -146,28 +146,25 @@ fn is_full_sha(text: &str) -> bool {
     matches!(text.len(), 40 | 64) && text.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// Credentials for the registry the cache sources live in, from
-/// `HOIST_REGISTRY_USER` and `HOIST_REGISTRY_PASSWORD`.
-pub(super) fn credentials(
-    registry: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Credentials {
+/// Credentials for the registry the cache sources live in: the login
+/// `hoist publish` would push with (`HOIST_REGISTRY_USER` and
+/// `HOIST_REGISTRY_PASSWORD`, else the Docker config). ECR's token needs
+/// the AWS API, which `hoist build` does not call: there, a cache source
+/// without a login is just not used.
+fn credentials(registry: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials> {
     let mut credentials = Credentials::new();
-    if let (Some(registry), Some(username), Some(password)) = (
-        registry,
-        env("HOIST_REGISTRY_USER"),
-        env("HOIST_REGISTRY_PASSWORD"),
-    ) {
-        let host = docker::registry_host(&format!("{registry}/x"));
-        let entry = DockerCredentials {
-            username: Some(username),
-            password: Some(password),
-            serveraddress: Some(host.clone()),
-            ..DockerCredentials::default()
+    let Some(registry) = registry else {
+        return Ok(credentials);
+    };
+    let host = docker::registry_host(&format!("{registry}/x"));
+    if let Some(login) = registry::credentials::login_for(&host, env)? {
+        let auth = PushAuth {
+            server: host.clone(),
+            login: Some(login),
         };
-        credentials.insert(host, entry);
+        credentials.insert(host, docker::engine_credentials(&auth));
     }
-    credentials
+    Ok(credentials)
 }
 
 /// What `--dry-run` prints: the plan, with each context's size.

@@ -151,7 +151,10 @@ fn is_full_sha(text: &str) -> bool {
 /// `HOIST_REGISTRY_PASSWORD`, else the Docker config). ECR's token needs
 /// the AWS API, which `hoist build` does not call: there, a cache source
 /// without a login is just not used.
-fn credentials(registry: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials> {
+fn credentials(
+    registry: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials> {
     let mut credentials = Credentials::new();
     let Some(registry) = registry else {
         return Ok(credentials);

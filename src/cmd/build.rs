@@ -170,12 +170,12 @@ fn credentials(
     Ok(credentials)
 }
 
-/// What `--dry-run` prints: the plan, with each context's size.
+/// What `--dry-run --format json` prints: a plan, with each context's size.
 #[derive(Serialize)]
-struct DryRun<'a> {
+pub(super) struct DryRun<'a, P: Serialize> {
     dry_run: bool,
     #[serde(flatten)]
-    plan: &'a Plan,
+    plan: &'a P,
     contexts: Vec<ContextSize<'a>>,
 }
 
@@ -186,24 +186,30 @@ struct ContextSize<'a> {
     bytes: u64,
 }
 
+impl<'a, P: Serialize> DryRun<'a, P> {
+    /// `plan`, whose images are `images`, their contexts measured `sizes`.
+    pub(super) fn new(plan: &'a P, images: &'a [ImagePlan], sizes: &[Summary]) -> Self {
+        let contexts = images
+            .iter()
+            .zip(sizes)
+            .map(|(image, size)| ContextSize {
+                image: &image.name,
+                files: size.files,
+                bytes: size.bytes,
+            })
+            .collect();
+        DryRun {
+            dry_run: true,
+            plan,
+            contexts,
+        }
+    }
+}
+
 fn dry_run(plan: &Plan, sizes: &[Summary], format: Format) -> Result<u8> {
     match format {
         Format::Json => {
-            let contexts = plan
-                .images
-                .iter()
-                .zip(sizes)
-                .map(|(image, size)| ContextSize {
-                    image: &image.name,
-                    files: size.files,
-                    bytes: size.bytes,
-                })
-                .collect();
-            let document = DryRun {
-                dry_run: true,
-                plan,
-                contexts,
-            };
+            let document = DryRun::new(plan, &plan.images, sizes);
             super::print_out(&super::json(&document))?;
         }
         Format::Text => {

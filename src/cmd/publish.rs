@@ -7,7 +7,9 @@
 //! a real run walks it. What the registry already holds is checked before
 //! anything is built, so a re-run of a published commit is a no-op.
 
-use super::build::{BuiltImage, build_all, builder_name, describe, inputs, scan_all, short_id};
+use super::build::{
+    BuiltImage, DryRun, build_all, builder_name, describe, inputs, scan_all, short_id,
+};
 use super::changes::{PushSource, decide};
 use crate::ci::Ci;
 use crate::cli::{Format, PublishArgs};
@@ -605,39 +607,9 @@ async fn move_latest(
     Ok(outcome)
 }
 
-#[derive(Serialize)]
-struct DryRun<'a> {
-    dry_run: bool,
-    #[serde(flatten)]
-    plan: &'a Plan,
-    contexts: Vec<ContextSize<'a>>,
-}
-
-#[derive(Serialize)]
-struct ContextSize<'a> {
-    image: &'a str,
-    files: u64,
-    bytes: u64,
-}
-
 fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format) -> Result<u8> {
     if format == Format::Json {
-        let contexts = plan
-            .build
-            .images
-            .iter()
-            .zip(sizes)
-            .map(|(image, size)| ContextSize {
-                image: &image.name,
-                files: size.files,
-                bytes: size.bytes,
-            })
-            .collect();
-        let document = DryRun {
-            dry_run: true,
-            plan,
-            contexts,
-        };
+        let document = DryRun::new(plan, &plan.build.images, sizes);
         return super::print_out(&super::json(&document)).map(|()| 0);
     }
     let mut text = format!("dry run: hoist publish of {} ({})\n", plan.sha7, plan.sha);

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod build_log;
+pub mod canary;
 pub mod changes;
 pub mod ci;
 pub mod cli;

@@ -1,9 +1,10 @@
 //! The ECR backend against moto's ECR API: the push login, reading a tag's
 //! manifest byte for byte, retagging registry-side (and a re-run of it),
-//! the revision from a `staging-<sha>` tag, missing and created
-//! repositories, immutable tags, and retries of throttling and 5xx answers
-//! (through a fault-injecting proxy), counted, while final errors are not
-//! retried.
+//! the revision from a `staging-<sha>` tag, listing tags with their
+//! digests and push times, removing one tag alone, push times by digest,
+//! missing and created repositories, immutable tags, and retries of
+//! throttling and 5xx answers (through a fault-injecting proxy), counted,
+//! while final errors are not retried.
 //!
 //! Images are seeded with `PutImage` through the SDK directly, with
 //! `imageDigest` = the sha256 of the bytes, so that moto records the digest
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
 use common::proxy::{FaultProxy, Verdict};
 use hoist::registry::{
-    DOCKER_MANIFEST, Manifest, Missing, OCI_INDEX, OCI_MANIFEST, Registry, Target, digest_of,
+    DOCKER_MANIFEST, Manifest, Missing, OCI_INDEX, OCI_MANIFEST, Registry, Tag, Target, digest_of,
 };
 use std::sync::Arc;
 
@@ -365,6 +366,139 @@ fn the_revision_comes_from_a_staging_tag_on_the_same_digest() {
     });
 }
 
+/// `imagePushedAt` of a digest, as the SDK reads it, in RFC 3339 to the
+/// second.
+async fn pushed_at_of(sdk: &aws_sdk_ecr::Client, repository: &str, digest: &str) -> String {
+    let out = sdk
+        .describe_images()
+        .repository_name(repository)
+        .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+        .send()
+        .await
+        .unwrap();
+    let secs = out.image_details()[0].image_pushed_at().unwrap().secs();
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[test]
+fn lists_every_tag_with_its_digest_and_push_time() {
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let repository = target().repository("platform");
+        create_repository(&sdk, &repository, ImageTagMutability::Mutable).await;
+        let before = time::OffsetDateTime::now_utc().unix_timestamp();
+        let old = docker_manifest("tags, old");
+        let old_digest = seed(&sdk, &repository, "staging-abc1234", &old).await;
+        seed(&sdk, &repository, "latest", &old).await;
+        let new = docker_manifest("tags, new");
+        let new_digest = seed(&sdk, &repository, "staging-def5678", &new).await;
+        let old_at = pushed_at_of(&sdk, &repository, &old_digest).await;
+        let new_at = pushed_at_of(&sdk, &repository, &new_digest).await;
+
+        let registry = connect(&moto.url()).await;
+        let tags = registry.tags(&repository).await.unwrap();
+        let tag = |name: &str, digest: &str, at: &str| Tag {
+            name: name.into(),
+            digest: Some(digest.into()),
+            pushed_at: Some(at.into()),
+        };
+        assert_eq!(
+            tags,
+            [
+                tag("latest", &old_digest, &old_at),
+                tag("staging-abc1234", &old_digest, &old_at),
+                tag("staging-def5678", &new_digest, &new_at),
+            ]
+        );
+        // RFC 3339 in UTC, to the second (`2026-11-24T13:05:09Z`), which
+        // compares as the times do: it lies between before and after.
+        let rfc3339 = |secs: i64| {
+            time::OffsetDateTime::from_unix_timestamp(secs)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let after = rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
+        for at in [&old_at, &new_at] {
+            assert!(at.ends_with('Z') && at.len() == 20, "{at}");
+            assert!(*at >= rfc3339(before) && *at <= after, "{at}");
+        }
+
+        assert_eq!(
+            registry
+                .pushed_at(&repository, &new_digest)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(new_at.as_str())
+        );
+        assert_eq!(
+            registry
+                .pushed_at(&repository, &digest_of(b"never pushed"))
+                .await
+                .unwrap(),
+            None
+        );
+
+        // A repository without images has no tags.
+        let empty = target().repository("empty");
+        create_repository(&sdk, &empty, ImageTagMutability::Mutable).await;
+        assert_eq!(registry.tags(&empty).await.unwrap(), []);
+        assert_eq!(registry.retries(), 0);
+    });
+}
+
+#[test]
+fn removes_one_tag_and_leaves_the_image_with_its_other_tags() {
+    let Some(moto) = Moto::start() else { return };
+    runtime().block_on(async {
+        let sdk = sdk(&moto);
+        let repository = target().repository("platform");
+        create_repository(&sdk, &repository, ImageTagMutability::Mutable).await;
+        let bytes = docker_manifest("untag");
+        let digest = seed(&sdk, &repository, "staging-abc1234", &bytes).await;
+        for tag in ["latest", "latest-previous"] {
+            seed(&sdk, &repository, tag, &bytes).await;
+        }
+
+        let registry = connect(&moto.url()).await;
+        assert!(registry.delete_tag(&repository, "latest").await.unwrap());
+        assert_eq!(
+            registry.manifest(&repository, "latest").await.unwrap(),
+            None
+        );
+        let staging = registry
+            .manifest(&repository, "staging-abc1234")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(staging.digest, digest);
+        assert_eq!(staging.bytes, bytes);
+        assert_eq!(
+            tags_of(&sdk, &repository, &digest).await,
+            ["latest-previous", "staging-abc1234"]
+        );
+
+        // Gone already, or never there: gone (ImageNotFound), not an error.
+        assert!(registry.delete_tag(&repository, "latest").await.unwrap());
+        assert!(
+            registry
+                .delete_tag(&repository, "never-there")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            tags_of(&sdk, &repository, &digest).await,
+            ["latest-previous", "staging-abc1234"]
+        );
+        assert_eq!(registry.retries(), 0);
+    });
+}
+
 #[test]
 fn a_missing_repository_is_a_clear_error_and_not_retried() {
     let Some(moto) = Moto::start() else { return };
@@ -390,8 +524,22 @@ fn a_missing_repository_is_a_clear_error_and_not_retried() {
         assert!(error.message.contains(&repository), "{error}");
         assert!(!error.to_string().contains(SECRET_KEY));
 
+        // The tag calls say it the same way.
+        let said = |error: hoist::error::Error| {
+            assert_eq!(error.exit_code(), 1, "{error}");
+            assert_eq!(
+                error.message,
+                format!("ECR repository {repository} does not exist in account {ACCOUNT}, region {REGION}")
+            );
+            assert!(error.hint.as_deref().unwrap().contains("--create-repos"));
+        };
+        said(registry.tags(&repository).await.unwrap_err());
+        said(registry.delete_tag(&repository, "latest").await.unwrap_err());
+        let digest = digest_of(b"any");
+        said(registry.pushed_at(&repository, &digest).await.unwrap_err());
+
         assert_eq!(registry.retries(), 0);
-        assert_eq!(proxy.seen().len(), 2, "one request each, no retries");
+        assert_eq!(proxy.seen().len(), 5, "one request each, no retries");
     });
 }
 
@@ -426,7 +574,11 @@ fn create_repos_creates_it_with_immutable_tags_except_the_moving_ones() {
             .map(|f| f.filter())
             .collect();
         excluded.sort();
-        assert_eq!(excluded, ["latest", "staging-latest"]);
+        assert_eq!(excluded, ["latest", "latest-previous", "staging-latest"]);
+        assert!(
+            said.contains("staging-latest, latest, latest-previous stay mutable"),
+            "{said}"
+        );
 
         // Present now: nothing to say.
         assert_eq!(
@@ -447,22 +599,21 @@ fn create_repos_creates_it_with_immutable_tags_except_the_moving_ones() {
         // It works: the moving tags move, a staging-<sha> tag does not.
         let first = Manifest::from_bytes(DOCKER_MANIFEST, docker_manifest("first"));
         let second = Manifest::from_bytes(DOCKER_MANIFEST, docker_manifest("second"));
-        for tag in ["staging-abc1234", "staging-latest"] {
+        let moving = ["staging-latest", "latest", "latest-previous"];
+        for tag in ["staging-abc1234"].iter().chain(&moving) {
             registry
                 .put_manifest(&repository, tag, &first)
                 .await
                 .unwrap();
         }
-        registry
-            .put_manifest(&repository, "staging-latest", &second)
-            .await
-            .unwrap();
-        let moved = registry
-            .manifest(&repository, "staging-latest")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(moved.digest, second.digest);
+        for tag in moving {
+            registry
+                .put_manifest(&repository, tag, &second)
+                .await
+                .unwrap();
+            let moved = registry.manifest(&repository, tag).await.unwrap().unwrap();
+            assert_eq!(moved.digest, second.digest, "{tag}");
+        }
         let error = registry
             .put_manifest(&repository, "staging-abc1234", &second)
             .await

@@ -3,27 +3,35 @@
 //! so no Docker engine is needed. Covers exact bytes and digests, missing
 //! tags, retags, the revision label (also through an OCI index with an
 //! attestation), htpasswd logins (right, wrong, none), transient failures
-//! injected by a proxy, and a registry that is not there.
+//! injected by a proxy, a registry that is not there, tag lists, and
+//! removing one tag (which Debian's registry, distribution 2.8, refuses
+//! with deletes on or off).
 //!
-//! Two small fronts stand in for what Debian's registry cannot be made to
-//! do here: a bearer-token gate (a token service and a registry that
-//! demands its tokens, in front of the real registry) and blob storage on
-//! another host that the registry redirects to (as S3 is).
+//! Small fronts stand in for what Debian's registry cannot be made to do
+//! here: a bearer-token gate (a token service and a registry that demands
+//! its tokens, in front of the real registry), blob storage on another host
+//! that the registry redirects to (as S3 is), distribution 3's paged tag
+//! lists and its removal of a tag alone (done on the real registry's
+//! storage, as distribution 3 does it).
 
 mod common;
 
-use common::docker::{Registry as TestRegistry, RegistryOptions, free_port};
+use common::docker::{
+    REGISTRY_BIN, Registry as TestRegistry, RegistryOptions, free_port, http_request,
+};
 use common::git_server::base64;
 use common::proxy::{FaultProxy, Request as ProxyRequest, Verdict};
 use hoist::registry::oci::Oci;
 use hoist::registry::retry::{ATTEMPTS, Retries};
 use hoist::registry::{
-    DOCKER_MANIFEST, Manifest, Missing, OCI_INDEX, OCI_MANIFEST, REVISION_LABEL, Registry, Target,
-    digest_of,
+    DOCKER_MANIFEST, Manifest, Missing, OCI_INDEX, OCI_MANIFEST, REVISION_LABEL, Registry, Tag,
+    Target, digest_of,
 };
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +46,12 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// `vars` (plus an empty HOME, so no real Docker config is read), with a
 /// short backoff.
 fn connect(registry: &str, vars: &[(&str, &str)]) -> Registry {
+    Registry::Oci(connect_oci(registry, vars))
+}
+
+/// [`connect`]'s client before it becomes a [`Registry`], for the builder
+/// methods.
+fn connect_oci(registry: &str, vars: &[(&str, &str)]) -> Oci {
     let home = tempfile::tempdir().unwrap();
     let mut env: HashMap<String, String> = vars
         .iter()
@@ -47,7 +61,7 @@ fn connect(registry: &str, vars: &[(&str, &str)]) -> Registry {
         .or_insert_with(|| home.path().to_str().unwrap().to_string());
     let target = Target::parse(registry).unwrap();
     let oci = Oci::connect(&target, &|name| env.get(name).cloned()).unwrap();
-    Registry::Oci(oci.with_retries(Retries::with_base_delay(Duration::from_millis(5))))
+    oci.with_retries(Retries::with_base_delay(Duration::from_millis(5)))
 }
 
 fn login(user: &str, password: &str) -> Vec<(&'static str, String)> {
@@ -921,4 +935,431 @@ fn follows_blob_redirects_without_the_registry_credentials() {
             .iter()
             .any(|s| s.path.contains("/blobs/") && s.headers.contains_key("authorization"))
     );
+}
+
+// ---- tags: lists, pages, and removing one tag ---------------------------
+
+fn names(tags: &[Tag]) -> Vec<&str> {
+    tags.iter().map(|t| t.name.as_str()).collect()
+}
+
+/// Distribution 3's paged tag lists (`n`, `last`, and a `Link` to the next
+/// page), which Debian's registry (2.8) does not do: it answers every tag
+/// at once, in no order, whatever `n` says. This front pages the real
+/// registry's full list; every other request goes to the registry. The
+/// first next-page link is relative (as distribution writes it), the later
+/// ones absolute (as some registries do).
+fn paginating_front(registry: &TestRegistry) -> Front {
+    let upstream = registry.addr().to_string();
+    Front::start(
+        Some(registry.addr().parse().unwrap()),
+        Arc::new(move |request: &Seen| {
+            let path = request.path.split('?').next().unwrap();
+            let Some(repo) = path
+                .strip_prefix("/v2/")
+                .and_then(|rest| rest.strip_suffix("/tags/list"))
+            else {
+                return Answer::Forward;
+            };
+            let json = vec![("Content-Type".to_string(), "application/json".to_string())];
+            let (status, _, body) = http(
+                &upstream,
+                "GET",
+                &format!("/v2/{repo}/tags/list"),
+                None,
+                &[],
+                b"",
+            );
+            if status != 200 {
+                return Answer::Reply(status, json, body);
+            }
+            let all: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let mut tags: Vec<String> = all["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect();
+            tags.sort();
+            let n: usize = query_param(&request.path, "n").unwrap().parse().unwrap();
+            let last = query_param(&request.path, "last");
+            let rest: Vec<String> = tags
+                .into_iter()
+                .filter(|t| last.as_ref().is_none_or(|last| t > last))
+                .collect();
+            let page = &rest[..n.min(rest.len())];
+            let mut headers = json;
+            if rest.len() > n {
+                let next = format!("/v2/{repo}/tags/list?last={}&n={n}", page[n - 1]);
+                let link = match last {
+                    None => next,
+                    Some(_) => format!("http://{}{next}", request.headers["host"]),
+                };
+                headers.push(("Link".into(), format!(r#"<{link}>; rel="next""#)));
+            }
+            let body = serde_json::json!({ "name": repo, "tags": page });
+            Answer::Reply(200, headers, body.to_string().into_bytes())
+        }),
+    )
+}
+
+#[test]
+fn lists_every_tag_following_the_pages() {
+    let Some(registry) = TestRegistry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let seeded = seed(
+        &registry,
+        "team/app",
+        Some("staging-0123456"),
+        Some(REVISION),
+        OCI_MANIFEST,
+    );
+    for tag in ["latest", "v1", "v2", "a", "b"] {
+        upload_manifest(&registry, "team/app", tag, OCI_MANIFEST, &seeded.bytes);
+    }
+    seed(
+        &registry,
+        "team/app",
+        Some("staging-89abcde"),
+        None,
+        DOCKER_MANIFEST,
+    );
+    let all = [
+        "a",
+        "b",
+        "latest",
+        "staging-0123456",
+        "staging-89abcde",
+        "v1",
+        "v2",
+    ];
+
+    // Straight to Debian's registry: every tag in one answer.
+    let client = connect(registry.addr(), &[]);
+    block_on(async {
+        let tags = client.tags("team/app").await.unwrap();
+        assert_eq!(names(&tags), all);
+        for tag in &tags {
+            assert_eq!((&tag.digest, &tag.pushed_at), (&None, &None), "{tag:?}");
+        }
+        // These registries make a repository on the first push: an unknown
+        // one has no tags.
+        assert_eq!(client.tags("team/nothing").await.unwrap(), []);
+    });
+    let log = registry.log();
+    assert!(
+        log.contains("\"GET /v2/team/app/tags/list?n=1000 HTTP/1.1\" 200"),
+        "{log}"
+    );
+    assert!(
+        log.contains("\"GET /v2/team/nothing/tags/list?n=1000 HTTP/1.1\" 404"),
+        "{log}"
+    );
+
+    // Pages of three, through the links: 3 + 3 + 1.
+    let front = paginating_front(&registry);
+    let paged = Registry::Oci(connect_oci(&front.addr.to_string(), &[]).with_page_size(3));
+    block_on(async {
+        assert_eq!(names(&paged.tags("team/app").await.unwrap()), all);
+        assert_eq!(paged.tags("team/nothing").await.unwrap(), []);
+    });
+    let asked: Vec<String> = front
+        .seen()
+        .iter()
+        .filter(|s| s.path.contains("/tags/list"))
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "/v2/team/app/tags/list?n=3",
+            "/v2/team/app/tags/list?last=latest&n=3",
+            "/v2/team/app/tags/list?last=v1&n=3",
+            "/v2/team/nothing/tags/list?n=3",
+        ]
+    );
+    assert_eq!(paged.retries(), 0);
+}
+
+#[test]
+fn a_push_time_is_none_without_asking() {
+    // No registry listens there: an answer proves no request was made.
+    let client = connect(&format!("127.0.0.1:{}", free_port()), &[]);
+    let digest = digest_of(b"any manifest");
+    assert_eq!(block_on(client.pushed_at("app", &digest)).unwrap(), None);
+    assert_eq!(client.retries(), 0);
+}
+
+/// A second `docker-registry serve` on the storage of a running one, with
+/// `storage.delete.enabled: false`: the same repositories, and every
+/// DELETE refused (the registries of `common` have deletes on).
+struct DeletesOff {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl DeletesOff {
+    fn start(registry: &TestRegistry) -> DeletesOff {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, log_path) = (
+            dir.path().join("config.yml"),
+            dir.path().join("registry.log"),
+        );
+        let mut last_log = String::new();
+        // A port freed just now may be taken before the registry binds it:
+        // then it exits, and another port is tried.
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\n\
+                     log:\n  level: info\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\n\
+                     http:\n  addr: {addr}\n  secret: hoist-test-secret\n",
+                    registry.storage().display()
+                ),
+            )
+            .unwrap();
+            let log = File::create(&log_path).unwrap();
+            let mut child = Command::new(REGISTRY_BIN)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if let Some(status) = child.try_wait().unwrap() {
+                    last_log = format!("exit {status}: {text}");
+                    break;
+                }
+                // Only once it has bound its own socket is an answer its own.
+                let answering = text.contains(&format!("listening on {addr}"))
+                    && http_request(&addr, "GET", "/v2/", None, &[])
+                        .is_ok_and(|(status, _, _)| status == 200);
+                if answering {
+                    return DeletesOff { child, addr, dir };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the registry with deletes off did not answer within 30 s: {text}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !last_log.contains("address already in use") {
+                break;
+            }
+        }
+        panic!("the registry with deletes off did not start; {last_log}");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for DeletesOff {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn debians_registry_refuses_to_remove_a_tag_alone_and_nothing_goes() {
+    let Some(registry) = TestRegistry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let seeded = seed(
+        &registry,
+        "app",
+        Some("staging-0123456"),
+        Some(REVISION),
+        OCI_MANIFEST,
+    );
+    upload_manifest(&registry, "app", "latest", OCI_MANIFEST, &seeded.bytes);
+    let off = DeletesOff::start(&registry);
+
+    // Distribution 2.8 reads the reference of a DELETE as a digest: with
+    // deletes on, a tag is 400 DIGEST_INVALID; with them off, every
+    // DELETE is 405 UNSUPPORTED.
+    for deletes in [true, false] {
+        let (addr, status, code) = match deletes {
+            true => (registry.addr(), 400, "DIGEST_INVALID"),
+            false => (off.addr.as_str(), 405, "UNSUPPORTED"),
+        };
+        let client = connect(addr, &[]);
+        block_on(async {
+            let removed = client.delete_tag("app", "latest").await.unwrap();
+            assert!(!removed, "deletes {deletes}");
+            // A tag (or repository) that is not there is gone already, and
+            // no DELETE is sent for it.
+            assert!(client.delete_tag("app", "absent").await.unwrap());
+            assert!(client.delete_tag("nothing", "latest").await.unwrap());
+            for tag in ["latest", "staging-0123456"] {
+                let there = client.manifest("app", tag).await.unwrap().unwrap();
+                assert_eq!(there.digest, seeded.digest, "{tag}, deletes {deletes}");
+            }
+        });
+        assert_eq!(client.retries(), 0);
+        let log = if deletes { registry.log() } else { off.log() };
+        let sent: Vec<&str> = log.lines().filter(|l| l.contains("\"DELETE ")).collect();
+        assert_eq!(sent.len(), 1, "deletes {deletes}: {log}");
+        assert!(
+            sent[0].contains(&format!(
+                "\"DELETE /v2/app/manifests/latest HTTP/1.1\" {status} "
+            )),
+            "{}",
+            sent[0]
+        );
+        let (answered, _, body) = http(addr, "DELETE", "/v2/app/manifests/latest", None, &[], b"");
+        assert_eq!(answered, status);
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(code), "{body}");
+    }
+    assert_eq!(registry.tags("app"), ["latest", "staging-0123456"]);
+    for tag in ["latest", "staging-0123456"] {
+        assert_eq!(
+            registry.manifest_digest("app", tag),
+            Some(seeded.digest.clone())
+        );
+    }
+}
+
+/// How a [`untagging_front`] answers a DELETE of a tag.
+#[derive(Debug, Clone, Copy)]
+enum Untag {
+    /// As distribution 3 does: the tag's directory goes from the
+    /// registry's storage, the manifest and its other tags stay; 202.
+    Remove,
+    /// 202, and the tag stays.
+    Pretend,
+    /// 404 MANIFEST_UNKNOWN (a registry that looked the tag up as a
+    /// digest), and the tag stays.
+    Unknown,
+}
+
+/// The real registry behind a front that answers a DELETE of a manifest
+/// reference as `how` says, and answers every DELETE by digest with 500
+/// (hoist must never send one; the test checks what the front saw).
+fn untagging_front(registry: &TestRegistry, how: Untag) -> Front {
+    let repositories = registry.storage().join("docker/registry/v2/repositories");
+    Front::start(
+        Some(registry.addr().parse().unwrap()),
+        Arc::new(move |request: &Seen| {
+            if request.method != "DELETE" {
+                return Answer::Forward;
+            }
+            let Some((repo, reference)) = request
+                .path
+                .strip_prefix("/v2/")
+                .and_then(|rest| rest.split_once("/manifests/"))
+            else {
+                return Answer::Forward;
+            };
+            if reference.starts_with("sha256:") {
+                return Answer::Reply(500, vec![], b"a DELETE by digest".to_vec());
+            }
+            match how {
+                Untag::Remove => {
+                    let tag = repositories
+                        .join(repo)
+                        .join("_manifests/tags")
+                        .join(reference);
+                    std::fs::remove_dir_all(&tag).unwrap();
+                    Answer::Reply(202, vec![], vec![])
+                }
+                Untag::Pretend => Answer::Reply(202, vec![], vec![]),
+                Untag::Unknown => Answer::Reply(
+                    404,
+                    vec![("Content-Type".into(), "application/json".into())],
+                    br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+                        .to_vec(),
+                ),
+            }
+        }),
+    )
+}
+
+#[test]
+fn a_registry_that_removes_a_tag_alone_keeps_the_other_tags() {
+    let Some(registry) = TestRegistry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let seeded = seed(
+        &registry,
+        "team/app",
+        Some("staging-0123456"),
+        Some(REVISION),
+        OCI_MANIFEST,
+    );
+    for tag in ["latest", "latest-previous"] {
+        upload_manifest(&registry, "team/app", tag, OCI_MANIFEST, &seeded.bytes);
+    }
+
+    let front = untagging_front(&registry, Untag::Remove);
+    let client = connect(&front.addr.to_string(), &[]);
+    block_on(async {
+        assert!(client.delete_tag("team/app", "latest").await.unwrap());
+        assert_eq!(client.manifest("team/app", "latest").await.unwrap(), None);
+        let staging = client
+            .manifest("team/app", "staging-0123456")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(staging.digest, seeded.digest);
+        assert_eq!(
+            names(&client.tags("team/app").await.unwrap()),
+            ["latest-previous", "staging-0123456"]
+        );
+        // Gone already: true, without another DELETE.
+        assert!(client.delete_tag("team/app", "latest").await.unwrap());
+    });
+    assert_eq!(
+        registry.manifest_digest("team/app", "staging-0123456"),
+        Some(seeded.digest.clone())
+    );
+    assert_eq!(
+        registry.manifest_digest("team/app", &seeded.digest),
+        Some(seeded.digest.clone())
+    );
+    let deletes: Vec<String> = front
+        .seen()
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(deletes, ["/v2/team/app/manifests/latest"]);
+
+    // A registry that says it removed the tag, or that the "manifest" is
+    // unknown, while the tag still resolves, cannot remove a tag alone.
+    for how in [Untag::Pretend, Untag::Unknown] {
+        let front = untagging_front(&registry, how);
+        let client = connect(&front.addr.to_string(), &[]);
+        let removed = block_on(client.delete_tag("team/app", "latest-previous")).unwrap();
+        assert!(!removed, "{how:?}");
+        assert_eq!(
+            registry.manifest_digest("team/app", "latest-previous"),
+            Some(seeded.digest.clone()),
+            "{how:?}"
+        );
+        let deletes: Vec<String> = front
+            .seen()
+            .iter()
+            .filter(|s| s.method == "DELETE")
+            .map(|s| s.path.clone())
+            .collect();
+        assert_eq!(
+            deletes,
+            ["/v2/team/app/manifests/latest-previous"],
+            "{how:?}"
+        );
+    }
 }

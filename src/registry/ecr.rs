@@ -2,9 +2,10 @@
 //!
 //! ECR's registry-side API does what the OCI API cannot do as cheaply:
 //! retagging (`BatchGetImage` then `PutImage` with the exact bytes, no
-//! layers moved), creating repositories, and reading every tag of a digest
-//! (`DescribeImages`). The engine still pushes layers itself, with the
-//! login [`Ecr::push_auth`] gets from `GetAuthorizationToken`.
+//! layers moved), creating repositories, reading every tag of a digest and
+//! when it was pushed (`DescribeImages`), and removing one tag alone
+//! (`BatchDeleteImage` by tag). The engine still pushes layers itself, with
+//! the login [`Ecr::push_auth`] gets from `GetAuthorizationToken`.
 //!
 //! **Retries.** The SDK's own retries are off: every call goes through
 //! [`Retries`], so that throttling (`ThrottlingException`, which ECR sends
@@ -35,10 +36,13 @@
 //! manifest, so `put_manifest` reads the tag back before calling that a
 //! success; and it answers a missing repository on `PutImage` with an HTML
 //! 500, which looks transient, so callers check the repository first
-//! ([`Ecr::ensure_repository`]).
+//! ([`Ecr::ensure_repository`]). Its `DescribeImages` ignores the
+//! `tagStatus` filter and `maxResults` (it answers with every image, on one
+//! page), so [`Ecr::tags`] skips untagged images itself, and its paging is
+//! not exercised by the tests.
 
 use super::retry::{Failure, Retries, is_transient_status};
-use super::{EcrHost, Login, MANIFEST_MEDIA_TYPES, Manifest, Missing, PushAuth, Target};
+use super::{EcrHost, Login, MANIFEST_MEDIA_TYPES, Manifest, Missing, PushAuth, Tag, Target};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use aws_config::retry::{ErrorKind, RetryConfig};
@@ -48,9 +52,10 @@ use aws_sdk_ecr::Client;
 use aws_sdk_ecr::config::Credentials;
 use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::primitives::DateTime;
 use aws_sdk_ecr::types::{
-    ImageFailureCode, ImageIdentifier, ImageTagMutability, ImageTagMutabilityExclusionFilter,
-    ImageTagMutabilityExclusionFilterType,
+    DescribeImagesFilter, ImageFailureCode, ImageIdentifier, ImageTagMutability,
+    ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType, TagStatus,
 };
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use base64::Engine as _;
@@ -63,8 +68,12 @@ use tokio::sync::Mutex;
 const REFRESH_BEFORE: Duration = Duration::from_secs(15 * 60);
 
 /// The tags that move on every build or promotion: mutable even when the
-/// repository's other tags are not.
-const MOVING_TAGS: [&str; 2] = ["staging-latest", "latest"];
+/// repository's other tags are not. `latest-previous` is where promote
+/// keeps the production digest it replaces, for a rollback.
+const MOVING_TAGS: [&str; 3] = ["staging-latest", "latest", "latest-previous"];
+
+/// The page size asked of `DescribeImages` (ECR's largest).
+const DESCRIBE_PAGE: i32 = 1000;
 
 const CREDENTIALS_HINT: &str = "give AWS credentials: AWS_ACCESS_KEY_ID and \
      AWS_SECRET_ACCESS_KEY, an AWS_PROFILE with keys or a role, or a role of the \
@@ -262,7 +271,7 @@ impl Ecr {
             .unwrap_or_else(|| "unknown".into());
         let mut said = format!("created, tag mutability {mutability}");
         if mutability.ends_with("_WITH_EXCLUSION") {
-            said.push_str(&format!(" ({} stay mutable)", MOVING_TAGS.join(" and ")));
+            said.push_str(&format!(" ({} stay mutable)", MOVING_TAGS.join(", ")));
         }
         if let Some(refused) = refused {
             said.push_str(&format!(
@@ -410,6 +419,125 @@ impl Ecr {
             .filter_map(|tag| staging_hex(tag))
             .max_by_key(|hex| hex.len())
             .map(str::to_string))
+    }
+
+    /// Every tag of the repository, with its digest and push time, sorted
+    /// by name: `DescribeImages` of the tagged images, page after page.
+    pub async fn tags(&self, repository: &str) -> Result<Vec<Tag>> {
+        let op = "DescribeImages";
+        let mut tags = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let described = self
+                .call(op, Some(repository), || {
+                    self.client
+                        .describe_images()
+                        .registry_id(&self.account)
+                        .repository_name(repository)
+                        .filter(
+                            DescribeImagesFilter::builder()
+                                .tag_status(TagStatus::Tagged)
+                                .build(),
+                        )
+                        .max_results(DESCRIBE_PAGE)
+                        .set_next_token(next.clone())
+                        .send()
+                })
+                .await?;
+            let output = match described {
+                Ok(output) => output,
+                Err(e) if e.is_repository_not_found_exception() => {
+                    return Err(self.no_repository(repository));
+                }
+                Err(e) => return Err(self.service_error(op, Some(repository), &e)),
+            };
+            // The filter already leaves untagged images out (moto ignores
+            // it, and then they simply have no tags to list).
+            for image in output.image_details() {
+                let pushed_at = image.image_pushed_at().and_then(rfc3339);
+                for name in image.image_tags() {
+                    tags.push(Tag {
+                        name: name.clone(),
+                        digest: image.image_digest().map(str::to_string),
+                        pushed_at: pushed_at.clone(),
+                    });
+                }
+            }
+            match output.next_token() {
+                // A token handed back unchanged would page forever.
+                Some(token) if !token.is_empty() && next.as_deref() != Some(token) => {
+                    next = Some(token.to_string());
+                }
+                _ => break,
+            }
+        }
+        tags.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tags)
+    }
+
+    /// Removes `tag` with `BatchDeleteImage` by tag, which ECR takes as
+    /// "untag": the image stays while it has other tags (it goes with its
+    /// last one). A tag that is not there is gone already: `true`.
+    pub async fn delete_tag(&self, repository: &str, tag: &str) -> Result<bool> {
+        let op = "BatchDeleteImage";
+        let output = self
+            .call(op, Some(repository), || {
+                self.client
+                    .batch_delete_image()
+                    .registry_id(&self.account)
+                    .repository_name(repository)
+                    .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+                    .send()
+            })
+            .await?
+            .map_err(|e| {
+                if e.is_repository_not_found_exception() {
+                    self.no_repository(repository)
+                } else {
+                    self.service_error(op, Some(repository), &e)
+                }
+            })?;
+        // A batch call fails per image, in the answer, not as an error.
+        match output.failures().first() {
+            None => Ok(true),
+            Some(failure) if failure.failure_code() == Some(&ImageFailureCode::ImageNotFound) => {
+                Ok(true)
+            }
+            Some(failure) => Err(self.error(op, Some(repository)).caused_by(format!(
+                "{tag}: {}: {}",
+                failure
+                    .failure_code()
+                    .map(|c| c.as_str())
+                    .unwrap_or("no failure code"),
+                failure.failure_reason().unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// When the manifest `digest` was pushed (`DescribeImages` by digest,
+    /// `imagePushedAt`); `None` when the repository does not hold it, as
+    /// [`Ecr::revision`] answers for an unknown digest.
+    pub async fn pushed_at(&self, repository: &str, digest: &str) -> Result<Option<String>> {
+        let op = "DescribeImages";
+        let described = self
+            .call(op, Some(repository), || {
+                self.client
+                    .describe_images()
+                    .registry_id(&self.account)
+                    .repository_name(repository)
+                    .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+                    .send()
+            })
+            .await?;
+        match described {
+            Ok(output) => Ok(output
+                .image_details()
+                .iter()
+                .find_map(|image| image.image_pushed_at().and_then(rfc3339))),
+            Err(e) if e.is_image_not_found_exception() => Ok(None),
+            Err(e) if e.is_repository_not_found_exception() => Err(self.no_repository(repository)),
+            Err(e) => Err(self.service_error(op, Some(repository), &e)),
+        }
     }
 
     pub fn retries(&self) -> u32 {
@@ -630,6 +758,14 @@ fn declared_media_type(bytes: &[u8]) -> Option<String> {
     json.get("mediaType")?.as_str().map(str::to_string)
 }
 
+/// A time as RFC 3339 in UTC, to the second (`2026-11-24T13:05:09Z`):
+/// whole seconds, so that two such strings compare as their times do.
+fn rfc3339(at: &DateTime) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(at.secs()).ok()?;
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 /// The hex of `staging-<hex>`, 7 to 40 lower-case hex digits.
 fn staging_hex(tag: &str) -> Option<&str> {
     let hex = tag.strip_prefix("staging-")?;
@@ -684,6 +820,16 @@ mod tests {
         ] {
             assert_eq!(staging_hex(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn push_times_are_rfc3339_in_utc_to_the_second() {
+        let at = DateTime::from_secs_and_nanos(1_795_525_509, 700_000_000);
+        assert_eq!(rfc3339(&at).as_deref(), Some("2026-11-24T13:05:09Z"));
+        assert_eq!(
+            rfc3339(&DateTime::from_secs(0)).as_deref(),
+            Some("1970-01-01T00:00:00Z")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Registries, behind one small interface: read a tag's manifest, write a
-//! manifest under a tag, tell which commit an image was built from, and hand
-//! the engine the credentials for a push.
+//! manifest under a tag, list and remove tags, tell which commit an image
+//! was built from (and when it was pushed), and hand the engine the
+//! credentials for a push.
 //!
 //! Two backends: [`ecr`] (the ECR API through aws-sdk-ecr, chosen for
 //! `<account>.dkr.ecr.<region>.amazonaws.com`) and [`oci`] (the OCI
@@ -250,6 +251,16 @@ impl PushAuth {
     }
 }
 
+/// A tag of a repository, as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub name: String,
+    /// The manifest it names, when the listing says (ECR's does; OCI's tag list does not).
+    pub digest: Option<String>,
+    /// When that manifest was pushed, RFC 3339 in UTC (e.g. "2026-11-24T13:05:09Z"), when the registry says (ECR: imagePushedAt).
+    pub pushed_at: Option<String>,
+}
+
 /// What [`Registry::ensure_repository`] may do about a missing repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Missing {
@@ -340,6 +351,42 @@ impl Registry {
         match self {
             Registry::Ecr(r) => r.revision(repository, manifest).await,
             Registry::Oci(r) => r.revision(repository, manifest).await,
+        }
+    }
+
+    /// Every tag of the repository, sorted by name. ECR: `DescribeImages`
+    /// (tagged images, every page), one [`Tag`] per tag with its digest and
+    /// push time. OCI: `GET /v2/<repo>/tags/list`, following the `Link`
+    /// pagination, names only. A missing repository: ECR fails with the
+    /// same "does not exist" error as its other calls; OCI (404
+    /// `NAME_UNKNOWN`, as registries that create repositories on push say
+    /// it) gives an empty list.
+    pub async fn tags(&self, repository: &str) -> Result<Vec<Tag>> {
+        match self {
+            Registry::Ecr(r) => r.tags(repository).await,
+            Registry::Oci(r) => r.tags(repository).await,
+        }
+    }
+
+    /// Removes `tag` alone, leaving the manifest and its other tags in
+    /// place. `Ok(true)` when the tag is gone (removed now, or it did not
+    /// exist); `Ok(false)` when this registry cannot remove a tag alone.
+    /// Never deletes by digest: that would drop every tag of the manifest,
+    /// `staging-<sha7>` included.
+    pub async fn delete_tag(&self, repository: &str, tag: &str) -> Result<bool> {
+        match self {
+            Registry::Ecr(r) => r.delete_tag(repository, tag).await,
+            Registry::Oci(r) => r.delete_tag(repository, tag).await,
+        }
+    }
+
+    /// When the manifest `digest` was pushed, RFC 3339 in UTC, where the
+    /// registry says: ECR (`imagePushedAt`; `None` for a digest it does
+    /// not hold); OCI has no such field, so `None` without a request.
+    pub async fn pushed_at(&self, repository: &str, digest: &str) -> Result<Option<String>> {
+        match self {
+            Registry::Ecr(r) => r.pushed_at(repository, digest).await,
+            Registry::Oci(r) => r.pushed_at(repository, digest).await,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The OCI distribution API over HTTP(S), for every registry that is not
 //! ECR: read a tag's manifest as exact bytes, write those bytes under
-//! another tag (a retag that moves no layers), and read the revision label
-//! from an image's config blob.
+//! another tag (a retag that moves no layers), read the revision label
+//! from an image's config blob, list a repository's tags (page by page) and
+//! remove one tag where the registry allows it.
 //!
 //! Why it is written this way:
 //! - Each request is tried anonymously (or with what the last challenge
@@ -23,7 +24,8 @@
 use super::credentials::{self, IDENTITY_TOKEN_USER, Source};
 use super::retry::{Failure, Retries, is_transient_status};
 use super::{
-    Login, MANIFEST_MEDIA_TYPES, Manifest, Missing, PushAuth, REVISION_LABEL, Target, digest_of,
+    Login, MANIFEST_MEDIA_TYPES, Manifest, Missing, PushAuth, REVISION_LABEL, Tag, Target,
+    digest_of,
 };
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -36,7 +38,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_BODY: usize = 32 << 20;
 /// How many redirects a blob may take.
 const MAX_REDIRECTS: usize = 5;
+/// The page size asked of a tag list (`?n=`); registries may serve fewer.
+const TAGS_PAGE: u32 = 1000;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -65,6 +69,8 @@ pub struct Oci {
     client: Box<HttpClient>,
     auth: Mutex<AuthCache>,
     retries: Retries,
+    /// `n` of a tag list request: [`TAGS_PAGE`], smaller in tests.
+    page_size: u32,
 }
 
 impl fmt::Debug for Oci {
@@ -118,6 +124,9 @@ impl Auth {
 enum Access {
     Pull,
     Push,
+    /// Distribution's token auth asks for `delete` on a DELETE, apart
+    /// from `push`.
+    Delete,
 }
 
 impl Access {
@@ -125,6 +134,7 @@ impl Access {
         match self {
             Access::Pull => format!("repository:{repository}:pull"),
             Access::Push => format!("repository:{repository}:pull,push"),
+            Access::Delete => format!("repository:{repository}:delete"),
         }
     }
 }
@@ -180,12 +190,20 @@ impl Oci {
             client: Box::new(client),
             auth: Mutex::new(AuthCache::default()),
             retries: Retries::default(),
+            page_size: TAGS_PAGE,
         })
     }
 
     /// The same client with other retries (tests use a short backoff).
     pub fn with_retries(mut self, retries: Retries) -> Oci {
         self.retries = retries;
+        self
+    }
+
+    /// The same client asking for tag lists in pages of `n` tags (tests
+    /// page through a few tags; the default is [`TAGS_PAGE`]).
+    pub fn with_page_size(mut self, n: u32) -> Oci {
+        self.page_size = n.max(1);
         self
     }
 
@@ -301,6 +319,148 @@ impl Oci {
         };
         let blob = self.blob(repository, &config).await?;
         Ok(revision_label(&blob))
+    }
+
+    /// Every tag of the repository, sorted by name: `GET
+    /// /v2/<repo>/tags/list?n=…`, then each page the `Link: <…>;
+    /// rel="next"` header names. An unknown repository (404 with a
+    /// registry error, `NAME_UNKNOWN`) has no tags: these registries make a
+    /// repository on the first push. The list gives names only.
+    pub async fn tags(&self, repository: &str) -> Result<Vec<Tag>> {
+        let mut path = format!("/v2/{repository}/tags/list?n={}", self.page_size);
+        let mut seen = HashSet::new();
+        let mut names: Vec<String> = Vec::new();
+        let what = || format!("the tags of {}/{repository}", self.target.host);
+        loop {
+            seen.insert(path.clone());
+            let reply = self
+                .send(
+                    Method::GET,
+                    repository,
+                    Access::Pull,
+                    &path,
+                    &[],
+                    Bytes::new(),
+                )
+                .await?;
+            match reply.status.as_u16() {
+                200 => {}
+                // As for a manifest: a registry says what is unknown in a
+                // JSON error; an HTML 404 is something else answering.
+                404 if names.is_empty()
+                    && (reply.body.is_empty() || !reply.error_codes().is_empty()) =>
+                {
+                    return Ok(Vec::new());
+                }
+                _ => {
+                    return Err(Error::failed(format!("cannot list {}", what()))
+                        .caused_by(format!("GET {path}: {}", reply.describe())));
+                }
+            }
+            let page: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|e| {
+                Error::failed(format!("cannot list {}", what()))
+                    .caused_by(format!("GET {path}: the answer is not JSON: {e}"))
+            })?;
+            // A repository whose tags were all removed lists `null`.
+            match page.get("tags") {
+                Some(serde_json::Value::Array(tags)) => {
+                    for tag in tags {
+                        let name = tag.as_str().ok_or_else(|| {
+                            Error::failed(format!("cannot list {}", what()))
+                                .caused_by(format!("GET {path}: a tag that is not a string: {tag}"))
+                        })?;
+                        names.push(name.to_string());
+                    }
+                }
+                Some(serde_json::Value::Null) | None => {}
+                Some(other) => {
+                    return Err(Error::failed(format!("cannot list {}", what()))
+                        .caused_by(format!("GET {path}: `tags` is {other}, not a list")));
+                }
+            }
+            let Some(link) = reply.header("link").and_then(next_link) else {
+                break;
+            };
+            let current = format!("{}{path}", self.base);
+            let next = resolve(&current, &link)
+                .filter(|url| same_origin(url, &self.base))
+                .and_then(|url| url.strip_prefix(&self.base).map(str::to_string))
+                .filter(|next| next.starts_with('/'))
+                // The login is for this registry: a next page elsewhere is
+                // not followed with it.
+                .ok_or_else(|| {
+                    Error::failed(format!("cannot list {}", what())).caused_by(format!(
+                        "the next page is on another host: {}",
+                        redact(&link)
+                    ))
+                })?;
+            if seen.contains(&next) {
+                return Err(Error::failed(format!("cannot list {}", what()))
+                    .caused_by(format!("the pages loop: {next} was served already")));
+            }
+            path = next;
+        }
+        names.sort();
+        names.dedup();
+        Ok(names
+            .into_iter()
+            .map(|name| Tag {
+                name,
+                digest: None,
+                pushed_at: None,
+            })
+            .collect())
+    }
+
+    /// Removes `tag` alone with `DELETE /v2/<repo>/manifests/<tag>`, which
+    /// the distribution spec lets a registry support or refuse; never by
+    /// digest, which would take every tag of the manifest with it.
+    ///
+    /// A tag that does not resolve is gone already: `true` without a
+    /// DELETE. A refusal is `false`: 400 (distribution 2.8 reads the
+    /// reference as a digest and answers `DIGEST_INVALID`), 405 (its answer
+    /// with deletes off) or an `UNSUPPORTED` code with any status. After an accepted DELETE (or a 404) the tag is read again,
+    /// because only a tag that no longer resolves is gone: a registry that
+    /// answers a tag with "manifest unknown" may have looked it up as a
+    /// digest and left it in place.
+    pub async fn delete_tag(&self, repository: &str, tag: &str) -> Result<bool> {
+        if self.get_manifest(repository, tag).await?.is_none() {
+            return Ok(true);
+        }
+        let reply = self
+            .send(
+                Method::DELETE,
+                repository,
+                Access::Delete,
+                &format!("/v2/{repository}/manifests/{tag}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        let codes = reply.error_codes();
+        if codes.iter().any(|c| c == "UNSUPPORTED") {
+            return Ok(false);
+        }
+        match reply.status.as_u16() {
+            200 | 202 | 204 => {}
+            404 if codes
+                .iter()
+                .any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN") => {}
+            400 | 405 => return Ok(false),
+            _ => {
+                return Err(Error::failed(format!(
+                    "cannot remove the tag {}",
+                    self.name(repository, tag)
+                ))
+                .caused_by(reply.describe()));
+            }
+        }
+        Ok(self.get_manifest(repository, tag).await?.is_none())
+    }
+
+    /// The distribution API does not say when a manifest was pushed.
+    pub async fn pushed_at(&self, _repository: &str, _digest: &str) -> Result<Option<String>> {
+        Ok(None)
     }
 
     /// How many exchanges were retried so far.
@@ -899,6 +1059,37 @@ fn resolve(base: &str, location: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}{dir}{location}"))
 }
 
+/// The target of the `rel="next"` link of a `Link` header (RFC 8288:
+/// `<uri>; rel="next"`, links separated by commas, `rel` possibly listing
+/// several relations).
+fn next_link(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let end = start + rest[start..].find('>')?;
+        let uri = &rest[start + 1..end];
+        let params_end = rest[end..].find('<').map_or(rest.len(), |i| end + i);
+        let params = &rest[end + 1..params_end];
+        let is_next = params.split(';').any(|param| {
+            let Some((name, value)) = param.split_once('=') else {
+                return false;
+            };
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .trim()
+                    .trim_end_matches(',')
+                    .trim()
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(uri.to_string());
+        }
+        rest = &rest[params_end..];
+    }
+    None
+}
+
 /// `application/x-www-form-urlencoded` (also a query string).
 fn encode_form(pairs: &[(&str, String)]) -> String {
     let encode = |text: &str| {
@@ -1171,6 +1362,28 @@ mod tests {
         ));
         assert!(!same_origin("not a url", "not a url"));
         assert_eq!(redact("https://s3/b?X-Amz-Signature=s"), "https://s3/b");
+    }
+
+    #[test]
+    fn finds_the_next_page_link() {
+        assert_eq!(
+            next_link(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/app/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            next_link(
+                r#"<https://r.example.com/v2/a/tags/list?n=1&last=x>; rel="prev", <https://r.example.com/v2/a/tags/list?n=1&last=y>;type="x"; REL=next"#
+            )
+            .as_deref(),
+            Some("https://r.example.com/v2/a/tags/list?n=1&last=y")
+        );
+        assert_eq!(
+            next_link(r#"</a?x=1,2>; rel="last next""#).as_deref(),
+            Some("/a?x=1,2")
+        );
+        assert_eq!(next_link(r#"</v2/a/tags/list?n=1>; rel="prev""#), None);
+        assert_eq!(next_link("</unterminated; rel=next"), None);
+        assert_eq!(next_link(""), None);
     }
 
     #[test]

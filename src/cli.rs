@@ -40,6 +40,15 @@ pub enum Command {
     /// The CI step: changes, deps, build, push `:staging-<sha7>` and `:staging-latest`, verify.
     #[command(after_help = EXIT_CODES)]
     Publish(PublishArgs),
+    /// Point `latest` at a published commit's images, registry-side: all images or none, verified.
+    #[command(after_help = EXIT_CODES)]
+    Promote(PromoteArgs),
+    /// Move `latest` back to `latest-previous` (swapping them), or to a given commit.
+    #[command(after_help = EXIT_CODES)]
+    Rollback(RollbackArgs),
+    /// What `latest`, `latest-previous` and `staging-latest` name, and the newest staging tags.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -150,8 +159,8 @@ pub struct PublishArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Create missing ECR repositories (tags immutable except staging-latest and latest, where
-    /// the API allows).
+    /// Create missing ECR repositories (tags immutable except staging-latest, latest and
+    /// latest-previous, where the API allows).
     #[arg(long)]
     pub create_repos: bool,
 
@@ -171,6 +180,85 @@ pub struct PublishArgs {
     /// the network or any credential.
     #[arg(long)]
     pub dry_run: bool,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The commit whose `staging-<sha7>` images become `latest`: 7 to 40 hex characters.
+    #[arg(value_name = "SHA", env = "HOIST_PROMOTE_SHA")]
+    pub sha: String,
+
+    /// The registry, HOST[/PREFIX] [default: HOIST_REGISTRY, else `registry` in hoist.yaml].
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Promote only this image (repeatable) [default: every image of hoist.yaml].
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+
+    /// Before promoting, wait until this canary reports the sha (JSON with `sha`, `git_sha`
+    /// or `revision`); repeatable.
+    #[arg(long = "wait-for", value_name = "URL")]
+    pub wait_for: Vec<String>,
+
+    /// How long to wait for the canaries.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
+
+    /// How often to ask the canaries.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub interval: String,
+
+    /// Promote even when `latest` holds a newer commit, or one whose ancestry is unknown.
+    #[arg(long)]
+    pub allow_older: bool,
+
+    /// Read the registry and print the moves, without writing or waiting.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Promote this commit instead, backwards allowed [default: `latest-previous`].
+    #[arg(value_name = "SHA")]
+    pub sha: Option<String>,
+
+    /// The registry, HOST[/PREFIX] [default: HOIST_REGISTRY, else `registry` in hoist.yaml].
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Roll back only this image (repeatable) [default: every image of hoist.yaml].
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+
+    /// Read the registry and print the moves, without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The registry, HOST[/PREFIX] [default: HOIST_REGISTRY, else `registry` in hoist.yaml].
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Only this image (repeatable) [default: every image of hoist.yaml].
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+
+    /// How many of the newest `staging-*` tags to list per image.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub staging: usize,
 
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -1,5 +1,6 @@
 //! The local git repository, through git2: which files a push changed, the
-//! files tracked at HEAD, the current branch.
+//! files tracked at HEAD, the current branch, which commit descends from
+//! which (fetching the history when a shallow clone cannot tell).
 
 use crate::changes::ChangedFiles;
 use crate::error::{Error, Result};
@@ -69,6 +70,42 @@ pub fn descends_from(repo: &Repository, later: &str, earlier: &str) -> Option<bo
         return Some(false);
     }
     repo.graph_descendant_of(later, earlier).ok()
+}
+
+/// The commit time (seconds since the epoch) of `rev`, when this clone
+/// holds it.
+pub fn commit_time(repo: &Repository, rev: &str) -> Option<i64> {
+    let commit = repo.revparse_single(rev).ok()?.peel_to_commit().ok()?;
+    Some(commit.time().seconds())
+}
+
+/// Fetches `origin`'s branches, with their whole history when the clone is
+/// shallow (a CI checkout), so that [`descends_from`] can tell. Runs the git
+/// CLI, which reads the credentials the checkout configured (an
+/// `http.extraheader`, a credential helper); its output is not shown, since
+/// a URL in it may carry a token.
+pub fn fetch_history(root: &Path) -> std::result::Result<(), String> {
+    let repo = Repository::discover(root).map_err(|e| e.message().to_string())?;
+    if repo.find_remote("origin").is_err() {
+        return Err("the clone has no `origin` remote to fetch from".to_string());
+    }
+    let mut git = std::process::Command::new("git");
+    git.arg("-C")
+        .arg(root)
+        .args(["fetch", "--quiet", "--no-tags"]);
+    if repo.is_shallow() {
+        git.arg("--unshallow");
+    }
+    git.args(["origin", "+refs/heads/*:refs/remotes/origin/*"]);
+    git.env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    match git.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`git fetch origin` failed ({status})")),
+        Err(e) => Err(format!("cannot run git: {e}")),
+    }
 }
 
 /// The URL of the `origin` remote, else of the only remote.

@@ -22,6 +22,7 @@ pub mod git;
 pub mod lint;
 pub mod manifest;
 pub mod pattern;
+pub mod promote;
 pub mod publish;
 pub mod registry;
 pub mod secret;

@@ -35,11 +35,36 @@ fn every_shipped_workflow_parses_and_compiles() {
         let workflow = Workflow::read(&file).unwrap_or_else(|e| panic!("{e}"));
         Trigger::of(&workflow).unwrap_or_else(|e| panic!("{e}"));
         assert!(
-            workflow.event("push").is_some(),
-            "{} runs on push",
+            workflow.event("push").is_some() || workflow.event("workflow_dispatch").is_some(),
+            "{} runs on push or by hand",
             file.display()
         );
     }
+}
+
+/// The promote workflow runs by hand with a required `sha`, which reaches
+/// hoist as HOIST_PROMOTE_SHA, never pasted into the script.
+#[test]
+fn the_promote_workflow_takes_a_sha_by_hand() {
+    let text = std::fs::read_to_string(root().join("workflows/promote-latest.yml")).unwrap();
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let sha = &yaml["on"]["workflow_dispatch"]["inputs"]["sha"];
+    assert_eq!(sha["required"], serde_yaml::Value::Bool(true), "{text}");
+    let step = yaml["jobs"]["promote"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["run"]
+                .as_str()
+                .is_some_and(|r| r.contains("hoist promote"))
+        })
+        .expect("a step that runs hoist promote");
+    assert_eq!(
+        step["env"]["HOIST_PROMOTE_SHA"].as_str(),
+        Some("${{ inputs.sha }}")
+    );
+    assert!(!step["run"].as_str().unwrap().contains("inputs.sha"));
 }
 
 #[test]
@@ -113,6 +138,10 @@ fn every_hoist_command_line_in_the_workflows_parses() {
         checked
             .iter()
             .any(|l| l.starts_with("hoist changes --check")),
+        "{checked:?}"
+    );
+    assert!(
+        checked.iter().any(|l| l.starts_with("hoist promote")),
         "{checked:?}"
     );
 }

@@ -3,6 +3,7 @@
 mod build;
 mod changes;
 mod deps;
+mod promote;
 mod publish;
 
 use crate::ci::Ci;
@@ -17,6 +18,9 @@ pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
         Command::Deps(args) => deps::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Build(args) => build::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Publish(args) => publish::run(&cli.dir, cli.config.as_deref(), args, ci),
+        Command::Promote(args) => promote::promote(&cli.dir, cli.config.as_deref(), args, ci),
+        Command::Rollback(args) => promote::rollback(&cli.dir, cli.config.as_deref(), args, ci),
+        Command::Status(args) => promote::status(&cli.dir, cli.config.as_deref(), args, ci),
     }
 }
 

@@ -154,7 +154,7 @@ fn mask(ci: &Ci, secret: &Secret) {
 
 /// Tells the runner to mask every secret hoist may hold, before anything
 /// could print one: the git tokens, the registry password, the AWS keys.
-fn mask_secrets(config: &Config, ci: &Ci, env: &dyn Fn(&str) -> Option<String>) {
+pub(super) fn mask_secrets(config: &Config, ci: &Ci, env: &dyn Fn(&str) -> Option<String>) {
     let mut names: Vec<&str> = config
         .git
         .providers

@@ -547,9 +547,40 @@ pub fn http_request(
     auth: Option<(&str, &str)>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String, String)> {
+    http_send(addr, method, path, auth, headers, b"")
+}
+
+/// A PUT of `body` as `content_type`, without auth: (status, head, body).
+pub fn http_put(
+    addr: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
+    http_send(
+        addr,
+        "PUT",
+        path,
+        None,
+        &[("Content-Type", content_type)],
+        body,
+    )
+}
+
+fn http_send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if let Some((user, password)) = auth {
         let token = base64(format!("{user}:{password}").as_bytes());
         request.push_str(&format!("Authorization: Basic {token}\r\n"));
@@ -559,6 +590,7 @@ pub fn http_request(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let response = String::from_utf8_lossy(&response);

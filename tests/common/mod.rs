@@ -3,8 +3,10 @@
 // Each test crate uses only some of these helpers.
 #![allow(dead_code)]
 
+pub mod canary;
 pub mod docker;
 pub mod git_server;
+pub mod monorepo;
 pub mod moto;
 pub mod proxy;
 

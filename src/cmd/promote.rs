@@ -1,0 +1,965 @@
+//! `hoist promote`, `hoist rollback` and `hoist status`: production's tag,
+//! moved registry-side.
+//!
+//! A promotion reads every image's `staging-<sha7>`, `latest` and
+//! `latest-previous` first, and refuses before anything moves when one is
+//! missing or when `latest` would go backwards. It waits for the canaries,
+//! reads `latest` again (someone else may have promoted meanwhile), then
+//! writes image by image: the exact manifest bytes under the tag, no layer
+//! touched. When a write fails, the writes already done are put back, and
+//! every tag's state is reported. Last, `latest` is read back and checked.
+
+use super::publish::mask_secrets;
+use crate::canary;
+use crate::ci::Ci;
+use crate::cli::{Format, PromoteArgs, RollbackArgs, StatusArgs};
+use crate::config::{Config, Overrides, parse_duration};
+use crate::error::{Error, Result};
+use crate::git;
+use crate::promote::{
+    self, Ancestry, Direction, LATEST, LATEST_PREVIOUS, Move, Write, parse_sha, staging_tag,
+};
+use crate::publish::STAGING_LATEST;
+use crate::registry::{Manifest, Registry, Target};
+use futures_util::future::join_all;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The registry and the images a command works on.
+struct Setup {
+    config: Config,
+    target: Target,
+    /// (image name, repository)
+    images: Vec<(String, String)>,
+}
+
+fn setup(
+    dir: &Path,
+    config_file: Option<&Path>,
+    registry: Option<String>,
+    selected: &[String],
+    verb: &str,
+    ci: &Ci,
+) -> Result<Setup> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let overrides = Overrides {
+        registry,
+        ..Overrides::default()
+    };
+    let config = Config::load(dir, config_file, overrides, env)?;
+    let Some(registry) = config.registry.as_deref() else {
+        return Err(Error::input(format!("hoist {verb} needs a registry")).hint(
+            "pass --registry HOST/PREFIX, set HOIST_REGISTRY, or set `registry:` in hoist.yaml",
+        ));
+    };
+    let target = Target::parse(registry)?;
+    mask_secrets(&config, ci, &env);
+    let known: Vec<&str> = config.images.iter().map(|i| i.name.as_str()).collect();
+    if let Some(name) = selected.iter().find(|name| !known.contains(&name.as_str())) {
+        return Err(Error::input(format!(
+            "unknown image '{name}' (this project builds: {})",
+            known.join(", ")
+        ))
+        .hint("name one of those with --image, or add it under `images:` in hoist.yaml"));
+    }
+    let images = known
+        .iter()
+        .filter(|name| selected.is_empty() || selected.iter().any(|s| s == *name))
+        .map(|name| (name.to_string(), target.repository(name)))
+        .collect();
+    Ok(Setup {
+        config,
+        target,
+        images,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn duration(text: &str, flag: &str) -> Result<Duration> {
+    parse_duration(text).ok_or_else(|| {
+        Error::input(format!("{flag} '{text}' is not a duration"))
+            .hint("write it like 30s, 10m or 500ms")
+    })
+}
+
+/// What one image's tags name when the plan is made.
+struct Tags {
+    name: String,
+    repository: String,
+    source: Option<Manifest>,
+    latest: Option<Manifest>,
+    previous: Option<Manifest>,
+}
+
+/// Reads `source_tag` (when given), `latest` and `latest-previous` of every
+/// image, all images at once.
+async fn read_tags(
+    registry: &Registry,
+    images: &[(String, String)],
+    source_tag: Option<&str>,
+) -> Result<Vec<Tags>> {
+    let reads = images.iter().map(|(name, repository)| async move {
+        let source = match source_tag {
+            Some(tag) => registry.manifest(repository, tag).await?,
+            None => None,
+        };
+        Ok(Tags {
+            name: name.clone(),
+            repository: repository.clone(),
+            source,
+            latest: registry.manifest(repository, LATEST).await?,
+            previous: registry.manifest(repository, LATEST_PREVIOUS).await?,
+        })
+    });
+    join_all(reads).await.into_iter().collect()
+}
+
+pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &Ci) -> Result<u8> {
+    let setup = setup(
+        dir,
+        config_file,
+        args.registry.clone(),
+        &args.images,
+        "promote",
+        ci,
+    )?;
+    let given = parse_sha(&args.sha)?;
+    let timeout = duration(&args.timeout, "--timeout")?;
+    let interval = duration(&args.interval, "--interval")?;
+    // The full sha when this clone knows the commit.
+    let repo = git::open(&setup.config.root).ok();
+    let sha = repo
+        .as_ref()
+        .and_then(|repo| git::commit_sha(repo, &given).ok())
+        .unwrap_or(given);
+    let source_tag = staging_tag(&sha);
+
+    let runtime = runtime()?;
+    let started = Instant::now();
+    let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let tags = runtime.block_on(read_tags(&registry, &setup.images, Some(&source_tag)))?;
+
+    let missing: Vec<String> = tags
+        .iter()
+        .filter(|t| t.source.is_none())
+        .map(|t| format!("{}:{source_tag}", t.repository))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::failed(format!(
+            "nothing promoted: {} not in {}",
+            missing.join(", "),
+            setup.target
+        ))
+        .hint(format!(
+            "publish {} first (`hoist publish`), or check the sha; `hoist status` lists the staging tags",
+            &sha[..7]
+        )));
+    }
+
+    let directions = runtime.block_on(directions(&registry, &setup.config.root, &sha, &tags))?;
+    let refused: Vec<String> = tags
+        .iter()
+        .zip(&directions)
+        .filter(|(_, d)| d.needs_allow_older())
+        .map(|(t, d)| format!("{}: {}", t.name, d.describe(&sha[..7])))
+        .collect();
+    if !refused.is_empty() && !args.allow_older {
+        let mut error = Error::failed(format!(
+            "nothing promoted: `{LATEST}` would not move forward to {}",
+            &sha[..7]
+        ));
+        for line in refused {
+            error = error.caused_by(line);
+        }
+        return Err(error.hint(
+            "to go back on purpose, pass --allow-older (or run `hoist rollback SHA`); \
+             in CI, check out the whole history (fetch-depth: 0) so hoist can tell",
+        ));
+    }
+
+    let mut manifests = HashMap::new();
+    let mut moves = Vec::new();
+    for t in &tags {
+        let Some(source) = t.source.clone() else {
+            continue;
+        };
+        let planned = promote::promotion(
+            &t.name,
+            &t.repository,
+            &source.digest,
+            t.latest.as_ref().map(|m| m.digest.as_str()),
+            t.previous.as_ref().map(|m| m.digest.as_str()),
+        );
+        moves.extend(planned);
+        for manifest in [Some(source), t.latest.clone(), t.previous.clone()]
+            .into_iter()
+            .flatten()
+        {
+            manifests.insert(manifest.digest.clone(), manifest);
+        }
+    }
+    let plan = Plan {
+        verb: "promote",
+        sha: Some(sha.clone()),
+        source_tag: Some(source_tag.clone()),
+        registry: setup.target.to_string(),
+        images: tags
+            .iter()
+            .zip(&directions)
+            .map(|(t, direction)| PlannedImage {
+                name: t.name.clone(),
+                repository: t.repository.clone(),
+                digest: t
+                    .source
+                    .as_ref()
+                    .map(|m| m.digest.clone())
+                    .unwrap_or_default(),
+                direction: Some(direction.clone()),
+                writes: moves
+                    .iter()
+                    .find(|m| m.image == t.name)
+                    .map(|m| m.writes.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        canaries: args.wait_for.clone(),
+    };
+    if args.dry_run {
+        return print_plan(&plan, args.format);
+    }
+
+    let mut canaries = Vec::new();
+    if !moves.is_empty() && !args.wait_for.is_empty() {
+        eprintln!(
+            "waiting up to {} for {} canar{} to report {}",
+            args.timeout,
+            args.wait_for.len(),
+            if args.wait_for.len() == 1 { "y" } else { "ies" },
+            &sha[..7]
+        );
+        let mut print = |canary: &canary::Canary| eprintln!("  {canary}");
+        canaries = runtime.block_on(canary::wait(
+            &args.wait_for,
+            &sha,
+            timeout,
+            interval,
+            &mut print,
+        ))?;
+    }
+    runtime.block_on(apply(&registry, &tags, &moves, &manifests))?;
+    let report = Report::new(&plan, true, canaries, &registry, started);
+    print_report(&report, args.format, ci)
+}
+
+/// How each image's promotion stands to what `latest` holds.
+async fn directions(
+    registry: &Registry,
+    root: &Path,
+    sha: &str,
+    tags: &[Tags],
+) -> Result<Vec<Direction>> {
+    let mut revisions = Vec::new();
+    for t in tags {
+        let revision = match (&t.latest, &t.source) {
+            (Some(latest), Some(source)) if latest.digest != source.digest => {
+                registry.revision(&t.repository, latest).await?
+            }
+            _ => None,
+        };
+        revisions.push(revision);
+    }
+    let ancestry = |revision: &str| {
+        let repo = git::open(root).ok()?;
+        match git::descends_from(&repo, sha, revision)? {
+            true => Some(Ancestry::Ahead),
+            false => match git::descends_from(&repo, revision, sha)? {
+                true => Some(Ancestry::Behind),
+                false => Some(Ancestry::Diverged),
+            },
+        }
+    };
+    let mut known: Vec<Option<Ancestry>> = revisions
+        .iter()
+        .map(|r| r.as_deref().and_then(ancestry))
+        .collect();
+    // A shallow CI checkout does not hold latest's commit: fetch the
+    // history once, then ask again.
+    let unknown = revisions
+        .iter()
+        .zip(&known)
+        .any(|(r, a)| r.is_some() && a.is_none());
+    if unknown && git::open(root).is_ok() {
+        eprintln!("fetching history from origin, to tell whether latest would go backwards");
+        match git::fetch_history(root) {
+            Ok(()) => {
+                known = revisions
+                    .iter()
+                    .map(|r| r.as_deref().and_then(ancestry))
+                    .collect();
+            }
+            Err(why) => eprintln!("  {why}"),
+        }
+    }
+    Ok(tags
+        .iter()
+        .zip(revisions.iter().zip(known))
+        .map(|(t, (revision, ancestry))| {
+            promote::judge(
+                &t.source
+                    .as_ref()
+                    .map(|m| m.digest.clone())
+                    .unwrap_or_default(),
+                sha,
+                t.latest
+                    .as_ref()
+                    .map(|m| (m.digest.as_str(), revision.as_deref())),
+                ancestry,
+            )
+        })
+        .collect())
+}
+
+pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: &Ci) -> Result<u8> {
+    if let Some(sha) = args.sha {
+        let promote_args = PromoteArgs {
+            sha,
+            registry: args.registry,
+            images: args.images,
+            wait_for: Vec::new(),
+            timeout: "0s".to_string(),
+            interval: "1s".to_string(),
+            allow_older: true,
+            dry_run: args.dry_run,
+            format: args.format,
+        };
+        return promote(dir, config_file, promote_args, ci);
+    }
+    let setup = setup(
+        dir,
+        config_file,
+        args.registry.clone(),
+        &args.images,
+        "rollback",
+        ci,
+    )?;
+    let runtime = runtime()?;
+    let started = Instant::now();
+    let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let tags = runtime.block_on(read_tags(&registry, &setup.images, None))?;
+    let mut moves = Vec::new();
+    let mut manifests = HashMap::new();
+    let mut errors = Vec::new();
+    for t in &tags {
+        match promote::rollback(
+            &t.name,
+            &t.repository,
+            t.latest.as_ref().map(|m| m.digest.as_str()),
+            t.previous.as_ref().map(|m| m.digest.as_str()),
+        ) {
+            Ok(planned) => moves.extend(planned),
+            Err(error) => errors.push(error),
+        }
+        for manifest in [t.latest.clone(), t.previous.clone()].into_iter().flatten() {
+            manifests.insert(manifest.digest.clone(), manifest);
+        }
+    }
+    if let Some(first) = errors.first() {
+        let mut error = Error::failed("nothing rolled back: an image has no rollback target");
+        for e in &errors {
+            error = error.caused_by(e.message.clone());
+        }
+        return Err(error.hint(first.hint.clone().unwrap_or_default()));
+    }
+    let plan = Plan {
+        verb: "rollback",
+        sha: None,
+        source_tag: Some(LATEST_PREVIOUS.to_string()),
+        registry: setup.target.to_string(),
+        images: tags
+            .iter()
+            .map(|t| PlannedImage {
+                name: t.name.clone(),
+                repository: t.repository.clone(),
+                digest: t
+                    .previous
+                    .as_ref()
+                    .map(|m| m.digest.clone())
+                    .unwrap_or_default(),
+                direction: None,
+                writes: moves
+                    .iter()
+                    .find(|m| m.image == t.name)
+                    .map(|m| m.writes.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        canaries: Vec::new(),
+    };
+    if args.dry_run {
+        return print_plan(&plan, args.format);
+    }
+    runtime.block_on(apply(&registry, &tags, &moves, &manifests))?;
+    let report = Report::new(&plan, true, Vec::new(), &registry, started);
+    print_report(&report, args.format, ci)
+}
+
+/// Compare, write, put back on failure, verify.
+async fn apply(
+    registry: &Registry,
+    tags: &[Tags],
+    moves: &[Move],
+    manifests: &HashMap<String, Manifest>,
+) -> Result<()> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    compare(registry, tags, moves).await?;
+    let mut done: Vec<(&Move, &Write)> = Vec::new();
+    for planned in moves {
+        for write in &planned.writes {
+            let manifest = &manifests[&write.to];
+            match registry
+                .put_manifest(&planned.repository, write.tag, manifest)
+                .await
+            {
+                Ok(()) => done.push((planned, write)),
+                Err(cause) => {
+                    let states = put_back(registry, &done, manifests).await;
+                    let mut error = Error::failed(format!(
+                        "cannot point {}:{} at {}; what had moved is put back",
+                        planned.repository,
+                        write.tag,
+                        short(&write.to)
+                    ))
+                    .caused_by(&cause.message);
+                    for cause in &cause.causes {
+                        error = error.caused_by(cause);
+                    }
+                    for state in states {
+                        error = error.caused_by(state);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+    verify(registry, moves).await
+}
+
+/// Reads `latest` again right before the first write: when another
+/// promotion moved it since the plan was made, stop.
+async fn compare(registry: &Registry, tags: &[Tags], moves: &[Move]) -> Result<()> {
+    for planned in moves {
+        let was = tags
+            .iter()
+            .find(|t| t.name == planned.image)
+            .and_then(|t| t.latest.as_ref())
+            .map(|m| m.digest.clone());
+        let now = registry
+            .manifest(&planned.repository, LATEST)
+            .await?
+            .map(|m| m.digest);
+        if now != was {
+            return Err(Error::failed(format!(
+                "nothing moved: {}:{LATEST} changed while hoist was planning (it named {}, now {})",
+                planned.repository,
+                was.as_deref().map_or("nothing", short),
+                now.as_deref().map_or("nothing", short)
+            ))
+            .hint("someone else promoted meanwhile; run `hoist status`, then promote again if still wanted"));
+        }
+    }
+    Ok(())
+}
+
+/// Puts back the writes done, newest first; says where every tag is left.
+async fn put_back(
+    registry: &Registry,
+    done: &[(&Move, &Write)],
+    manifests: &HashMap<String, Manifest>,
+) -> Vec<String> {
+    let mut states = Vec::new();
+    for (repository, tag, from) in promote::undo(done) {
+        let name = format!("{repository}:{tag}");
+        let state = match &from {
+            Some(digest) => match registry
+                .put_manifest(&repository, tag, &manifests[digest])
+                .await
+            {
+                Ok(()) => format!("{name}: put back to {}", short(digest)),
+                Err(e) => format!("{name}: NOT put back to {}: {e}", short(digest)),
+            },
+            None => match registry.delete_tag(&repository, tag).await {
+                Ok(true) => format!("{name}: removed again (it did not exist before)"),
+                Ok(false) => format!(
+                    "{name}: left at the new manifest: it did not exist before, and this registry cannot remove a tag alone"
+                ),
+                Err(e) => format!("{name}: NOT removed (it did not exist before): {e}"),
+            },
+        };
+        states.push(state);
+    }
+    if states.is_empty() {
+        states.push("nothing had moved yet".to_string());
+    }
+    states
+}
+
+/// Reads every moved `latest` back: it must name what was written.
+async fn verify(registry: &Registry, moves: &[Move]) -> Result<()> {
+    for planned in moves {
+        for write in planned.writes.iter().filter(|w| w.tag == LATEST) {
+            let there = registry
+                .manifest(&planned.repository, write.tag)
+                .await?
+                .map(|m| m.digest);
+            if there.as_deref() != Some(write.to.as_str()) {
+                return Err(Error::failed(format!(
+                    "{}:{} names {} after the move, not {}",
+                    planned.repository,
+                    write.tag,
+                    there.as_deref().unwrap_or("nothing"),
+                    write.to
+                ))
+                .hint("another writer moved it at the same time; run `hoist status`"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// The plan a dry run prints and a real run walks.
+#[derive(Serialize)]
+struct Plan {
+    verb: &'static str,
+    sha: Option<String>,
+    /// The tag whose manifests become `latest`.
+    source_tag: Option<String>,
+    registry: String,
+    images: Vec<PlannedImage>,
+    canaries: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PlannedImage {
+    name: String,
+    repository: String,
+    /// What `latest` will name.
+    digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<Direction>,
+    /// Empty when `latest` already names it.
+    writes: Vec<Write>,
+}
+
+fn plan_lines(plan: &Plan) -> String {
+    let mut text = String::new();
+    for image in &plan.images {
+        let how = image
+            .direction
+            .as_ref()
+            .map(|d| {
+                format!(
+                    " ({})",
+                    d.describe(plan.sha.as_deref().map_or("", |s| &s[..7]))
+                )
+            })
+            .unwrap_or_default();
+        if image.writes.is_empty() {
+            text.push_str(&format!(
+                "{}: {LATEST} already names {}{how}\n",
+                image.name,
+                short(&image.digest)
+            ));
+        }
+        for write in &image.writes {
+            text.push_str(&format!(
+                "{}: {}:{} {} -> {}{}\n",
+                image.name,
+                image.repository,
+                write.tag,
+                write.from.as_deref().map_or("(none)", short),
+                short(&write.to),
+                if write.tag == LATEST {
+                    how.as_str()
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    text
+}
+
+fn print_plan(plan: &Plan, format: Format) -> Result<u8> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct DryRun<'a> {
+                dry_run: bool,
+                #[serde(flatten)]
+                plan: &'a Plan,
+            }
+            super::print_out(&super::json(&DryRun {
+                dry_run: true,
+                plan,
+            }))
+        }
+        Format::Text => {
+            let mut text = format!(
+                "hoist {} --dry-run: {} in {} (nothing is written)\n",
+                plan.verb,
+                plan.source_tag.as_deref().unwrap_or_default(),
+                plan.registry
+            );
+            text.push_str(&plan_lines(plan));
+            if !plan.canaries.is_empty() {
+                text.push_str(&format!(
+                    "would first wait for {} canar{}: {}\n",
+                    plan.canaries.len(),
+                    if plan.canaries.len() == 1 { "y" } else { "ies" },
+                    plan.canaries.join(", ")
+                ));
+            }
+            super::print_out(&text)
+        }
+    }?;
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    plan: &'a Plan,
+    /// Whether `latest` names the planned manifest of every image now.
+    promoted: bool,
+    /// How many tags were written.
+    moved: usize,
+    canaries: Vec<canary::Canary>,
+    retries: u32,
+    seconds: f64,
+}
+
+impl<'a> Report<'a> {
+    fn new(
+        plan: &'a Plan,
+        promoted: bool,
+        canaries: Vec<canary::Canary>,
+        registry: &Registry,
+        started: Instant,
+    ) -> Report<'a> {
+        Report {
+            dry_run: false,
+            plan,
+            promoted,
+            moved: plan.images.iter().map(|i| i.writes.len()).sum(),
+            canaries,
+            retries: registry.retries(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+fn print_report(report: &Report, format: Format, ci: &Ci) -> Result<u8> {
+    let plan = report.plan;
+    match format {
+        Format::Json => {
+            // `canaries` of the plan are URLs; the report's are states.
+            let mut value = serde_json::to_value(report).unwrap_or_default();
+            value["canaries"] = serde_json::to_value(&report.canaries).unwrap_or_default();
+            super::print_out(&super::json(&value))?;
+        }
+        Format::Text => {
+            let mut text = plan_lines(plan);
+            let what = match plan.verb {
+                "rollback" => format!("rolled back to {LATEST_PREVIOUS}"),
+                _ => format!(
+                    "{LATEST} names {}",
+                    plan.source_tag.as_deref().unwrap_or_default()
+                ),
+            };
+            text.push_str(&format!(
+                "{what} for {} image(s) in {:.1} s: {} tag(s) written, {} request(s) retried\n",
+                plan.images.len(),
+                report.seconds,
+                report.moved,
+                report.retries
+            ));
+            super::print_out(&text)?;
+        }
+    }
+    ci.set_output("promoted", if report.promoted { "true" } else { "false" })?;
+    for image in &plan.images {
+        ci.set_output(&format!("{}-digest", image.name), &image.digest)?;
+    }
+    ci.add_summary(&summary(report))?;
+    Ok(0)
+}
+
+fn summary(report: &Report) -> String {
+    let plan = report.plan;
+    let mut out = format!(
+        "### hoist {}\n\n`{}` in `{}`: {} tag(s) written in {:.1} s\n\n",
+        plan.verb,
+        plan.source_tag.as_deref().unwrap_or_default(),
+        plan.registry,
+        report.moved,
+        report.seconds
+    );
+    out.push_str("| image | tag | from | to |\n|---|---|---|---|\n");
+    for image in &plan.images {
+        if image.writes.is_empty() {
+            out.push_str(&format!(
+                "| {} | `{LATEST}` | `{}` | already there |\n",
+                image.name,
+                short(&image.digest)
+            ));
+        }
+        for write in &image.writes {
+            out.push_str(&format!(
+                "| {} | `{}` | {} | `{}` |\n",
+                image.name,
+                write.tag,
+                write
+                    .from
+                    .as_deref()
+                    .map_or("(none)".to_string(), |f| format!("`{}`", short(f))),
+                short(&write.to)
+            ));
+        }
+    }
+    out.push('\n');
+    out
+}
+
+// --- status --------------------------------------------------------------------
+
+/// What one tag names.
+#[derive(Serialize)]
+struct TagState {
+    digest: String,
+    /// The commit it was built from, as far as the registry tells.
+    revision: Option<String>,
+    /// The `staging-<sha7>` tag on the same manifest, when it still exists.
+    staging_tag: Option<String>,
+    pushed_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StagingTag {
+    tag: String,
+    digest: Option<String>,
+    pushed_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ImageStatus {
+    name: String,
+    repository: String,
+    latest: Option<TagState>,
+    latest_previous: Option<TagState>,
+    staging_latest: Option<TagState>,
+    /// The newest `staging-<sha7>` tags, newest first.
+    staging: Vec<StagingTag>,
+    warnings: Vec<String>,
+}
+
+pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci) -> Result<u8> {
+    let setup = setup(
+        dir,
+        config_file,
+        args.registry.clone(),
+        &args.images,
+        "status",
+        ci,
+    )?;
+    let runtime = runtime()?;
+    let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let repo = git::open(&setup.config.root).ok();
+    let commit_time = |tag: &str| {
+        let hex = staging_hex(tag)?;
+        git::commit_time(repo.as_ref()?, hex)
+    };
+    let images = runtime.block_on(join_all(setup.images.iter().map(|(name, repository)| {
+        image_status(&registry, name, repository, args.staging, &commit_time)
+    })));
+    let images = images.into_iter().collect::<Result<Vec<_>>>()?;
+    match args.format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Document<'a> {
+                registry: String,
+                images: &'a [ImageStatus],
+            }
+            super::print_out(&super::json(&Document {
+                registry: setup.target.to_string(),
+                images: &images,
+            }))?;
+        }
+        Format::Text => super::print_out(&status_text(&images))?,
+    }
+    for image in &images {
+        for warning in &image.warnings {
+            if let Some(line) = ci.annotation("warning", None, warning) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// The hex of a `staging-<hex>` tag (`staging-latest` is not one).
+fn staging_hex(tag: &str) -> Option<&str> {
+    let hex = tag.strip_prefix("staging-")?;
+    ((7..=40).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+async fn image_status(
+    registry: &Registry,
+    name: &str,
+    repository: &str,
+    newest: usize,
+    commit_time: &dyn Fn(&str) -> Option<i64>,
+) -> Result<ImageStatus> {
+    let mut states = Vec::new();
+    for tag in [LATEST, LATEST_PREVIOUS, STAGING_LATEST] {
+        states.push(tag_state(registry, repository, tag).await?);
+    }
+    let staging_latest = states.pop().flatten();
+    let latest_previous = states.pop().flatten();
+    let latest = states.pop().flatten();
+
+    let mut staging: Vec<StagingTag> = registry
+        .tags(repository)
+        .await?
+        .into_iter()
+        .filter(|t| staging_hex(&t.name).is_some())
+        .map(|t| StagingTag {
+            tag: t.name,
+            digest: t.digest,
+            pushed_at: t.pushed_at,
+        })
+        .collect();
+    // Newest first: by push time where the registry tells it, else by the
+    // commit's time where this clone knows it; unknown ones last.
+    staging.sort_by_cached_key(|t| {
+        let when = t
+            .pushed_at
+            .clone()
+            .map(Some)
+            .unwrap_or_else(|| commit_time(&t.tag).map(|s| format!("{s:020}")));
+        (std::cmp::Reverse(when), t.tag.clone())
+    });
+    staging.truncate(newest);
+
+    let mut warnings = Vec::new();
+    match (&latest, &latest_previous) {
+        (Some(_), None) => warnings.push(format!(
+            "{name}: {repository}:{LATEST_PREVIOUS} does not exist: a rollback has no target \
+             (never promoted twice, or a lifecycle rule deleted the image)"
+        )),
+        (_, Some(previous)) if previous.staging_tag.is_none() => warnings.push(format!(
+            "{name}: the staging tag of {repository}:{LATEST_PREVIOUS} ({}) no longer exists: \
+             a lifecycle rule may delete its image, and the rollback target with it",
+            short(&previous.digest)
+        )),
+        _ => {}
+    }
+    Ok(ImageStatus {
+        name: name.to_string(),
+        repository: repository.to_string(),
+        latest,
+        latest_previous,
+        staging_latest,
+        staging,
+        warnings,
+    })
+}
+
+async fn tag_state(registry: &Registry, repository: &str, tag: &str) -> Result<Option<TagState>> {
+    let Some(manifest) = registry.manifest(repository, tag).await? else {
+        return Ok(None);
+    };
+    let revision = registry.revision(repository, &manifest).await?;
+    let mut staging_tag = None;
+    if let Some(revision) = revision.as_deref().filter(|r| r.len() >= 7) {
+        let candidate = promote::staging_tag(revision);
+        let there = registry.manifest(repository, &candidate).await?;
+        if there.is_some_and(|m| m.digest == manifest.digest) {
+            staging_tag = Some(candidate);
+        }
+    }
+    Ok(Some(TagState {
+        pushed_at: registry.pushed_at(repository, &manifest.digest).await?,
+        digest: manifest.digest,
+        revision,
+        staging_tag,
+    }))
+}
+
+fn status_text(images: &[ImageStatus]) -> String {
+    let mut text = String::new();
+    for image in images {
+        text.push_str(&format!("{} ({})\n", image.name, image.repository));
+        for (tag, state) in [
+            (LATEST, &image.latest),
+            (LATEST_PREVIOUS, &image.latest_previous),
+            (STAGING_LATEST, &image.staging_latest),
+        ] {
+            match state {
+                None => text.push_str(&format!("  {tag:<16} (none)\n")),
+                Some(state) => text.push_str(&format!(
+                    "  {tag:<16} {}  {}{}\n",
+                    short(&state.digest),
+                    state
+                        .staging_tag
+                        .clone()
+                        .or_else(|| state.revision.as_ref().map(|r| format!("commit {r}")))
+                        .unwrap_or_else(|| "(commit unknown)".to_string()),
+                    state
+                        .pushed_at
+                        .as_deref()
+                        .map(|t| format!("  pushed {t}"))
+                        .unwrap_or_default()
+                )),
+            }
+        }
+        if !image.staging.is_empty() {
+            text.push_str("  newest staging tags:\n");
+            for tag in &image.staging {
+                text.push_str(&format!(
+                    "    {}{}{}\n",
+                    tag.tag,
+                    tag.digest
+                        .as_deref()
+                        .map(|d| format!("  {}", short(d)))
+                        .unwrap_or_default(),
+                    tag.pushed_at
+                        .as_deref()
+                        .map(|t| format!("  pushed {t}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        for warning in &image.warnings {
+            text.push_str(&format!("  warning: {warning}\n"));
+        }
+    }
+    text
+}

@@ -1,0 +1,518 @@
+//! `hoist promote`, `rollback` and `status` end to end against Debian's
+//! `docker-registry` on loopback, with images that `hoist publish` pushed
+//! (or, for a multi-platform index, that the test wrote through the
+//! registry API). Every state is checked against what the registry itself
+//! answers.
+
+mod common;
+
+use common::canary::Canary;
+use common::docker::{Registry, RegistryOptions, http_request, require_engine};
+use common::monorepo::{IMAGES, Monorepo, PREFIX, Run, repository};
+use common::proxy::{FaultProxy, Request, Verdict};
+use std::sync::Arc;
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A registry holding the example's images published from `commits` new
+/// commits, oldest first; their shas.
+fn published(commits: usize) -> Option<(Monorepo, Registry, Vec<String>)> {
+    if !require_engine() {
+        return None;
+    }
+    let registry = Registry::start(RegistryOptions::default())?;
+    let mut repo = Monorepo::new(None)?;
+    let mut shas = Vec::new();
+    for n in 0..commits {
+        let sha = repo.server_commit(&format!("change {n}"));
+        let run = repo.publish(registry.addr(), &[], &[]);
+        assert_eq!(run.code(), Some(0), "{}", run.describe());
+        shas.push(sha);
+    }
+    Some((repo, registry, shas))
+}
+
+fn target(registry: &str) -> String {
+    format!("{registry}/{PREFIX}")
+}
+
+/// `hoist <verb> --registry <registry>/molecule-ai <args>`.
+fn hoist_on(repo: &Monorepo, registry: &str, verb: &str, args: &[&str]) -> Run {
+    let target = target(registry);
+    let mut full = vec![verb, "--registry", &target];
+    full.extend_from_slice(args);
+    repo.run(&full, &[])
+}
+
+fn digest(registry: &Registry, image: &str, tag: &str) -> Option<String> {
+    registry.manifest_digest(&repository(image), tag)
+}
+
+fn staging(registry: &Registry, image: &str, sha: &str) -> String {
+    digest(registry, image, &format!("staging-{}", &sha[..7])).expect("published")
+}
+
+/// Every image's `latest` names the staging image of `sha`.
+fn assert_latest(registry: &Registry, sha: &str) {
+    for image in IMAGES {
+        assert_eq!(
+            digest(registry, image, "latest"),
+            Some(staging(registry, image, sha)),
+            "{image}:latest should be {}",
+            &sha[..7]
+        );
+    }
+}
+
+fn assert_previous(registry: &Registry, sha: Option<&str>) {
+    for image in IMAGES {
+        assert_eq!(
+            digest(registry, image, "latest-previous"),
+            sha.map(|sha| staging(registry, image, sha)),
+            "{image}:latest-previous"
+        );
+    }
+}
+
+/// The registry's log lines written since `from` bytes that answer a
+/// request on a blob.
+fn blob_requests(registry: &Registry, from: usize) -> Vec<String> {
+    registry.log()[from..]
+        .lines()
+        .filter(|l| l.contains("http.request.uri=") && l.contains("/blobs/"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn promote_moves_latest_registry_side_verified_and_a_rerun_is_a_no_op() {
+    let Some((repo, registry, shas)) = published(2) else {
+        return;
+    };
+    let (a, b) = (&shas[0], &shas[1]);
+
+    let log = registry.log().len();
+    let first = hoist_on(&repo, registry.addr(), "promote", &[a]);
+    assert_eq!(first.code(), Some(0), "{}", first.describe());
+    assert_latest(&registry, a);
+    assert_previous(&registry, None);
+    assert_eq!(first.json["promoted"], true);
+    assert_eq!(first.json["moved"], 2);
+    assert_eq!(first.json["sha"], a.as_str());
+    for image in IMAGES {
+        let digest = staging(&registry, image, a);
+        assert!(
+            first
+                .outputs
+                .contains(&format!("{image}-digest={digest}\n")),
+            "{}",
+            first.outputs
+        );
+        assert!(
+            first
+                .summary
+                .contains(&format!("| {image} | `latest` | (none) |"))
+        );
+    }
+    assert!(first.outputs.contains("promoted=true\n"));
+    // Registry-side: manifests only, not one blob read or written.
+    assert_eq!(blob_requests(&registry, log), Vec::<String>::new());
+
+    let again = hoist_on(&repo, registry.addr(), "promote", &[&a[..7]]);
+    assert_eq!(again.code(), Some(0), "{}", again.describe());
+    assert_eq!(again.json["moved"], 0);
+    assert_latest(&registry, a);
+
+    // Forward: latest-previous keeps the rollback target. Telling forward
+    // from backwards reads the config of what latest names, and no other
+    // blob.
+    let log = registry.log().len();
+    let next = hoist_on(&repo, registry.addr(), "promote", &[b]);
+    assert_eq!(next.code(), Some(0), "{}", next.describe());
+    assert_latest(&registry, b);
+    assert_previous(&registry, Some(a));
+    assert_eq!(next.json["moved"], 4);
+    let blobs = blob_requests(&registry, log);
+    assert!(blobs.len() <= IMAGES.len(), "{blobs:#?}");
+    assert!(
+        blobs.iter().all(|l| l.contains("http.request.method=GET")),
+        "{blobs:#?}"
+    );
+
+    // What status says is what the registry holds.
+    let status = hoist_on(&repo, registry.addr(), "status", &[]);
+    assert_eq!(status.code(), Some(0), "{}", status.describe());
+    for image in IMAGES {
+        let entry = status.json["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == image)
+            .unwrap();
+        assert_eq!(entry["latest"]["digest"], staging(&registry, image, b));
+        assert_eq!(entry["latest"]["revision"], b.as_str());
+        assert_eq!(
+            entry["latest"]["staging_tag"],
+            format!("staging-{}", &b[..7])
+        );
+        assert_eq!(
+            entry["latest_previous"]["digest"],
+            staging(&registry, image, a)
+        );
+        assert_eq!(
+            entry["staging_latest"]["digest"],
+            staging(&registry, image, b)
+        );
+        // Newest first, by the commits' times in this clone.
+        let tags: Vec<&str> = entry["staging"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tag"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                format!("staging-{}", &b[..7]),
+                format!("staging-{}", &a[..7])
+            ]
+        );
+        assert_eq!(entry["warnings"].as_array().unwrap().len(), 0);
+    }
+}
+
+#[test]
+fn never_backwards_by_accident_and_rollback_swaps_twice() {
+    let Some((repo, registry, shas)) = published(2) else {
+        return;
+    };
+    let (a, b) = (&shas[0], &shas[1]);
+    let run = hoist_on(&repo, registry.addr(), "promote", &[b]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+
+    let refused = hoist_on(&repo, registry.addr(), "promote", &[a]);
+    assert_eq!(refused.code(), Some(1), "{}", refused.describe());
+    let stderr = refused.stderr();
+    assert!(stderr.contains("backwards"), "{stderr}");
+    assert!(stderr.contains("--allow-older"), "{stderr}");
+    assert_latest(&registry, b);
+    assert_previous(&registry, None);
+
+    let dry = hoist_on(
+        &repo,
+        registry.addr(),
+        "promote",
+        &[a, "--allow-older", "--dry-run"],
+    );
+    assert_eq!(dry.code(), Some(0), "{}", dry.describe());
+    assert_eq!(dry.json["dry_run"], true);
+    assert_eq!(dry.json["images"][0]["direction"]["direction"], "backwards");
+    assert_latest(&registry, b);
+
+    let older = hoist_on(&repo, registry.addr(), "promote", &[a, "--allow-older"]);
+    assert_eq!(older.code(), Some(0), "{}", older.describe());
+    assert_latest(&registry, a);
+    assert_previous(&registry, Some(b));
+
+    let back = hoist_on(&repo, registry.addr(), "rollback", &[]);
+    assert_eq!(back.code(), Some(0), "{}", back.describe());
+    assert_latest(&registry, b);
+    assert_previous(&registry, Some(a));
+    let undone = hoist_on(&repo, registry.addr(), "rollback", &[]);
+    assert_eq!(undone.code(), Some(0), "{}", undone.describe());
+    assert_latest(&registry, a);
+    assert_previous(&registry, Some(b));
+
+    // `rollback SHA` is a promotion that may go backwards.
+    let to = hoist_on(&repo, registry.addr(), "rollback", &[b]);
+    assert_eq!(to.code(), Some(0), "{}", to.describe());
+    assert_latest(&registry, b);
+}
+
+#[test]
+fn a_sha_that_is_not_published_moves_nothing() {
+    let Some((repo, registry, shas)) = published(1) else {
+        return;
+    };
+    let run = hoist_on(&repo, registry.addr(), "promote", &[&shas[0]]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let unpublished = repo.server_commit("never published");
+
+    let missing = hoist_on(&repo, registry.addr(), "promote", &[&unpublished]);
+    assert_eq!(missing.code(), Some(1), "{}", missing.describe());
+    let stderr = missing.stderr();
+    for image in IMAGES {
+        assert!(
+            stderr.contains(&format!("{PREFIX}/{image}:staging-{}", &unpublished[..7])),
+            "{stderr}"
+        );
+    }
+    assert_latest(&registry, &shas[0]);
+
+    for bad in ["12345", "not-a-sha", "staging-abcdef1"] {
+        let run = hoist_on(&repo, registry.addr(), "promote", &[bad]);
+        assert_eq!(run.code(), Some(2), "{bad}: {}", run.describe());
+        assert!(
+            run.stderr().contains("is not a commit sha"),
+            "{}",
+            run.stderr()
+        );
+    }
+    // No rollback target yet: a clear failure, nothing moved.
+    let rollback = hoist_on(&repo, registry.addr(), "rollback", &[]);
+    assert_eq!(rollback.code(), Some(1), "{}", rollback.describe());
+    assert!(rollback.stderr().contains("latest-previous does not exist"));
+    assert_latest(&registry, &shas[0]);
+}
+
+#[test]
+fn a_failed_write_puts_back_the_images_already_moved() {
+    let Some((repo, registry, shas)) = published(2) else {
+        return;
+    };
+    let (a, b) = (&shas[0], &shas[1]);
+    let run = hoist_on(&repo, registry.addr(), "promote", &[a]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+
+    // The second image's `latest` cannot be written.
+    let failing = format!("/v2/{PREFIX}/platform-tenant/manifests/latest");
+    let proxy = FaultProxy::start(
+        registry.addr().parse().unwrap(),
+        Arc::new(move |request: &Request| {
+            if request.method == "PUT" && request.path == failing {
+                Verdict::Fail(403)
+            } else {
+                Verdict::Forward
+            }
+        }),
+    );
+    let failed = hoist_on(&repo, &proxy.addr.to_string(), "promote", &[b]);
+    assert_eq!(failed.code(), Some(1), "{}", failed.describe());
+    let stderr = failed.stderr();
+    assert!(
+        stderr.contains(&format!("cannot point {PREFIX}/platform-tenant:latest")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{PREFIX}/platform:latest: put back to")),
+        "{stderr}"
+    );
+    // Production is where it was, for every image.
+    assert_latest(&registry, a);
+    // The first image's latest was written, then put back.
+    let puts: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.request.method == "PUT")
+        .map(|s| s.request.path.clone())
+        .collect();
+    assert_eq!(
+        puts.iter()
+            .filter(|p| **p == format!("/v2/{PREFIX}/platform/manifests/latest"))
+            .count(),
+        2,
+        "{puts:#?}"
+    );
+    // latest-previous did not exist before; where the registry cannot remove
+    // a tag alone, the report says where it is left.
+    for image in IMAGES {
+        let previous = digest(&registry, image, "latest-previous");
+        match previous {
+            None => {}
+            Some(previous) => {
+                assert_eq!(previous, staging(&registry, image, a));
+                assert!(
+                    stderr.contains(&format!("{PREFIX}/{image}:latest-previous: left at")),
+                    "{stderr}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn waits_for_the_canaries_and_a_timeout_moves_nothing() {
+    let Some((repo, registry, shas)) = published(1) else {
+        return;
+    };
+    let sha = &shas[0];
+    let never = Canary::switching("0000000", "0000000", 0);
+    let late = Canary::switching("1111111", sha, 3);
+    let run = hoist_on(
+        &repo,
+        registry.addr(),
+        "promote",
+        &[
+            sha,
+            "--wait-for",
+            &late.url(),
+            "--wait-for",
+            &never.url(),
+            "--timeout",
+            "1s",
+            "--interval",
+            "100ms",
+        ],
+    );
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    assert!(run.stderr().contains(&never.url()), "{}", run.stderr());
+    for image in IMAGES {
+        assert_eq!(digest(&registry, image, "latest"), None);
+    }
+
+    let ready = hoist_on(
+        &repo,
+        registry.addr(),
+        "promote",
+        &[sha, "--wait-for", &late.url(), "--interval", "100ms"],
+    );
+    assert_eq!(ready.code(), Some(0), "{}", ready.describe());
+    assert_latest(&registry, sha);
+    assert!(late.polls() >= 4);
+}
+
+#[test]
+fn a_promotion_by_someone_else_meanwhile_stops_the_run() {
+    let Some((repo, registry, shas)) = published(2) else {
+        return;
+    };
+    let (a, b) = (&shas[0], &shas[1]);
+    let run = hoist_on(&repo, registry.addr(), "promote", &[a]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+
+    // While hoist waits for the canary, another job moves platform:latest
+    // to b's image; then the canary reports b.
+    let addr = registry.addr().to_string();
+    let (b7, platform_b) = (b[..7].to_string(), staging(&registry, "platform", b));
+    let canary = Canary::start(Arc::new(move |poll| {
+        if poll == 1 {
+            retag(&addr, &repository("platform"), &platform_b, "latest");
+        }
+        format!(r#"{{"sha":"{}"}}"#, if poll < 2 { "aaaaaaa" } else { &b7 })
+    }));
+    let raced = hoist_on(
+        &repo,
+        registry.addr(),
+        "promote",
+        &[b, "--wait-for", &canary.url(), "--interval", "100ms"],
+    );
+    assert_eq!(raced.code(), Some(1), "{}", raced.describe());
+    assert!(
+        raced.stderr().contains("changed while hoist was planning"),
+        "{}",
+        raced.stderr()
+    );
+    // Nothing of hoist's was written: the other job's move stands, and the
+    // second image is untouched.
+    assert_eq!(
+        digest(&registry, "platform", "latest"),
+        Some(staging(&registry, "platform", b))
+    );
+    assert_eq!(
+        digest(&registry, "platform-tenant", "latest"),
+        Some(staging(&registry, "platform-tenant", a))
+    );
+    assert_previous(&registry, None);
+}
+
+/// Points `repo:tag` at the manifest `digest`, as another tool would.
+fn retag(addr: &str, repo: &str, digest: &str, tag: &str) {
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let (status, head, body) = http_request(
+        addr,
+        "GET",
+        &format!("/v2/{repo}/manifests/{digest}"),
+        None,
+        &[("Accept", accept)],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{head}");
+    let media_type = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap();
+    let (status, head, _) = common::docker::http_put(
+        addr,
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &media_type,
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{head}");
+}
+
+#[test]
+fn an_oci_index_is_promoted_byte_for_byte() {
+    let Some((repo, registry, shas)) = published(2) else {
+        return;
+    };
+    // A two-platform index over the two platform images, written through
+    // the registry API under the staging tag of a commit of its own.
+    let platform = repository("platform");
+    let entry = |sha: &str, arch: &str| {
+        let digest = staging(&registry, "platform", sha);
+        let (status, head, body) = http_request(
+            registry.addr(),
+            "GET",
+            &format!("/v2/{platform}/manifests/{digest}"),
+            None,
+            &[(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )],
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{head}");
+        format!(
+            r#"{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{digest}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#,
+            body.len()
+        )
+    };
+    let index = format!(
+        "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{OCI_INDEX}\",\n  \"manifests\": [{}, {}]\n}}\n",
+        entry(&shas[0], "amd64"),
+        entry(&shas[1], "arm64")
+    );
+    let sha = repo.server_commit("multi-platform");
+    let staging_tag = format!("staging-{}", &sha[..7]);
+    let (status, head, _) = common::docker::http_put(
+        registry.addr(),
+        &format!("/v2/{platform}/manifests/{staging_tag}"),
+        OCI_INDEX,
+        index.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{head}");
+
+    let run = hoist_on(
+        &repo,
+        registry.addr(),
+        "promote",
+        &[&sha, "--image", "platform"],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let (status, head, body) = http_request(
+        registry.addr(),
+        "GET",
+        &format!("/v2/{platform}/manifests/latest"),
+        None,
+        &[("Accept", OCI_INDEX)],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, index, "the index's bytes, unchanged");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-type: {OCI_INDEX}")),
+        "{head}"
+    );
+    assert_eq!(
+        digest(&registry, "platform", "latest"),
+        digest(&registry, "platform", &staging_tag)
+    );
+    assert_eq!(digest(&registry, "platform-tenant", "latest"), None);
+}

@@ -516,3 +516,57 @@ fn an_oci_index_is_promoted_byte_for_byte() {
     );
     assert_eq!(digest(&registry, "platform-tenant", "latest"), None);
 }
+
+#[test]
+fn a_shallow_clone_fetches_the_history_it_needs_or_refuses() {
+    let Some((repo, registry, shas)) = published(2) else {
+        return;
+    };
+    let (a, b) = (&shas[0], &shas[1]);
+    let run = hoist_on(&repo, registry.addr(), "promote", &[b]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+
+    // A CI checkout: one commit deep, and latest's commit is not in it.
+    let clone = tempfile::tempdir().unwrap();
+    let origin = format!("file://{}", repo.path().display());
+    let shallow = clone.path().join("checkout");
+    common::git(
+        clone.path(),
+        &["clone", "-q", "--depth", "1", &origin, "checkout"],
+    );
+    common::git(&shallow, &["checkout", "-q", "--detach", "HEAD"]);
+    let target = target(registry.addr());
+    let promote_a =
+        |dir: &std::path::Path| common::hoist(dir, &["promote", a, "--registry", &target], &[]);
+
+    // The history is fetched, so hoist knows a is older: refused.
+    let out = promote_a(&shallow);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("fetching history from origin"), "{stderr}");
+    assert!(stderr.contains("backwards"), "{stderr}");
+    assert_eq!(
+        common::git(&shallow, &["rev-parse", "--is-shallow-repository"]),
+        "false"
+    );
+    assert_latest(&registry, b);
+
+    // Without a reachable origin it cannot tell, says so, and refuses.
+    let cut = clone.path().join("cut");
+    common::git(
+        clone.path(),
+        &["clone", "-q", "--depth", "1", &origin, "cut"],
+    );
+    common::git(
+        &cut,
+        &["remote", "set-url", "origin", "file:///nonexistent/repo"],
+    );
+    let out = promote_a(&cut);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot tell whether this goes backwards"),
+        "{stderr}"
+    );
+    assert_latest(&registry, b);
+}

@@ -263,6 +263,24 @@ fn a_sha_that_is_not_published_moves_nothing() {
     assert_eq!(rollback.code(), Some(1), "{}", rollback.describe());
     assert!(rollback.stderr().contains("latest-previous does not exist"));
     assert_latest(&registry, &shas[0]);
+    // status warns of it, as an annotation in CI, and its JSON still parses.
+    let status = repo.run(
+        &["status", "--registry", &target(registry.addr())],
+        &[("GITHUB_ACTIONS", "true")],
+    );
+    assert_eq!(status.code(), Some(0), "{}", status.describe());
+    for image in status.json["images"].as_array().unwrap() {
+        let warnings = image["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), 1, "{image}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .contains("a rollback has no target"),
+            "{image}"
+        );
+    }
+    assert!(status.stderr().contains("::warning"), "{}", status.stderr());
 }
 
 #[test]

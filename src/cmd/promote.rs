@@ -817,7 +817,7 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
     for image in &images {
         for warning in &image.warnings {
             if let Some(line) = ci.annotation("warning", None, warning) {
-                println!("{line}");
+                eprintln!("{line}");
             }
         }
     }

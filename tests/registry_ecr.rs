@@ -8,13 +8,14 @@
 //!
 //! Images are seeded with `PutImage` through the SDK directly, with
 //! `imageDigest` = the sha256 of the bytes, so that moto records the digest
-//! ECR would compute (moto's own digests come from the layer list).
+//! ECR would compute (moto's own digests come from the layer list): see
+//! `tests/common/ecr.rs`.
 
 mod common;
 
-use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecr::types::{ImageIdentifier, ImageTagMutability};
 use bytes::Bytes;
+use common::ecr::{create_repository, docker_manifest, sdk, seed, seed_as, tags_of};
 use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
 use common::proxy::{FaultProxy, Verdict};
 use hoist::registry::{
@@ -45,41 +46,6 @@ async fn connect(endpoint: &str) -> Registry {
     registry
 }
 
-/// The SDK itself, straight to moto, to seed and inspect what hoist does.
-fn sdk(moto: &Moto) -> aws_sdk_ecr::Client {
-    let config = aws_sdk_ecr::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(moto.url())
-        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_ecr::Client::from_conf(config)
-}
-
-/// A Docker v2 manifest, different for every `seed`, in a layout of its own
-/// (spaces, key order) that a re-serialisation would not keep.
-fn docker_manifest(seed: &str) -> Bytes {
-    let config = digest_of(format!("config {seed}").as_bytes());
-    let layer = digest_of(format!("layer {seed}").as_bytes());
-    Bytes::from(format!(
-        "{{\n   \"schemaVersion\": 2,\n   \"mediaType\": \"{DOCKER_MANIFEST}\",\n   \
-         \"config\": {{\"mediaType\": \"application/vnd.docker.container.image.v1+json\", \
-         \"size\": 1469, \"digest\": \"{config}\"}},\n   \"layers\": [{{\"size\": 2811478, \
-         \"mediaType\": \"application/vnd.docker.image.rootfs.diff.tar.gzip\", \
-         \"digest\": \"{layer}\"}}]\n}}"
-    ))
-}
-
-async fn create_repository(sdk: &aws_sdk_ecr::Client, name: &str, mutability: ImageTagMutability) {
-    sdk.create_repository()
-        .repository_name(name)
-        .image_tag_mutability(mutability)
-        .send()
-        .await
-        .unwrap();
-}
-
 /// An OCI index of one platform image plus its attestation manifest, as
 /// BuildKit pushes them.
 fn oci_index(seed: &str) -> Bytes {
@@ -88,56 +54,6 @@ fn oci_index(seed: &str) -> Bytes {
     Bytes::from(format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{image}","size":480,"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{attestation}","size":566,"annotations":{{"vnd.docker.reference.digest":"{image}","vnd.docker.reference.type":"attestation-manifest"}},"platform":{{"architecture":"unknown","os":"unknown"}}}}]}}"#
     ))
-}
-
-/// Seeds a Docker v2 manifest under a tag, as a push would; returns the
-/// digest the server reports.
-async fn seed(sdk: &aws_sdk_ecr::Client, repository: &str, tag: &str, bytes: &Bytes) -> String {
-    seed_as(sdk, repository, tag, bytes, DOCKER_MANIFEST).await
-}
-
-async fn seed_as(
-    sdk: &aws_sdk_ecr::Client,
-    repository: &str,
-    tag: &str,
-    bytes: &Bytes,
-    media_type: &str,
-) -> String {
-    let out = sdk
-        .put_image()
-        .repository_name(repository)
-        .image_manifest(std::str::from_utf8(bytes).unwrap())
-        .image_manifest_media_type(media_type)
-        .image_tag(tag)
-        .image_digest(digest_of(bytes))
-        .send()
-        .await
-        .unwrap();
-    out.image()
-        .unwrap()
-        .image_id()
-        .unwrap()
-        .image_digest()
-        .unwrap()
-        .to_string()
-}
-
-/// The tags the server has on a digest, sorted.
-async fn tags_of(sdk: &aws_sdk_ecr::Client, repository: &str, digest: &str) -> Vec<String> {
-    let out = sdk
-        .describe_images()
-        .repository_name(repository)
-        .image_ids(ImageIdentifier::builder().image_digest(digest).build())
-        .send()
-        .await
-        .unwrap();
-    let mut tags: Vec<String> = out
-        .image_details()
-        .iter()
-        .flat_map(|d| d.image_tags().iter().cloned())
-        .collect();
-    tags.sort();
-    tags
 }
 
 /// A proxy that forwards everything, to count the requests.

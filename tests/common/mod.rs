@@ -5,6 +5,7 @@
 
 pub mod canary;
 pub mod docker;
+pub mod ecr;
 pub mod git_server;
 pub mod monorepo;
 pub mod moto;

@@ -1,7 +1,8 @@
 //! A loopback HTTP proxy that forwards requests to a real server, except
 //! those its rule picks: those get the rule's status (429, 500, …) instead,
-//! or a cut connection. It records every request it saw, so tests can count
-//! what a client asked for.
+//! or a cut connection (before forwarding, or after: an answer lost). It
+//! records every request it saw, so tests can count what a client asked
+//! for.
 //!
 //! One request per connection: forwarded requests carry `Connection: close`,
 //! so each request of a keep-alive client arrives on a fresh connection and
@@ -40,6 +41,9 @@ pub enum Verdict {
     Fail(u16),
     /// Close the connection without answering.
     Cut,
+    /// Forward, then close without passing the answer on: the server did
+    /// the work, the client never hears of it.
+    ForwardButCut,
 }
 
 pub type Rule = Arc<dyn Fn(&Request) -> Verdict + Send + Sync>;
@@ -177,6 +181,13 @@ fn serve(
             server.write_all(&head)?;
             server.write_all(&body)?;
             std::io::copy(&mut server, &mut client)?;
+            client.shutdown(Shutdown::Both)
+        }
+        Verdict::ForwardButCut => {
+            let mut server = TcpStream::connect(upstream)?;
+            server.write_all(&head)?;
+            server.write_all(&body)?;
+            std::io::copy(&mut server, &mut std::io::sink())?;
             client.shutdown(Shutdown::Both)
         }
     }

@@ -725,15 +725,13 @@ fn a_missing_repository_fails_naming_it_and_nothing_moves() {
     assert_eq!(ecr.digest("platform", "latest-previous"), None);
 }
 
-// --- known bugs: these fail until fixed (`cargo test --test cli_promote_ecr -- --ignored`) ---
+// --- found as bugs, fixed since ---
 
-/// BUG (src/registry/ecr.rs, `Ecr::no_repository`, line 680): the hint of a
-/// missing repository is "create it, or run with --create-repos" for every
-/// command, but only `hoist publish` has `--create-repos`: promote, rollback
-/// and status reject it (exit 2, unexpected argument).
+/// The hint of a missing repository names only flags the command has: once
+/// it said "run with --create-repos" to promote, rollback and status, which
+/// reject that flag (exit 2).
 #[test]
-#[ignore = "BUG: a missing repository's hint names --create-repos, which promote/rollback/status reject"]
-fn bug_a_missing_repository_hint_names_only_flags_the_command_has() {
+fn a_missing_repository_hint_names_only_flags_the_command_has() {
     let Some(ecr) = Ecr::start() else {
         return;
     };
@@ -759,14 +757,10 @@ fn bug_a_missing_repository_hint_names_only_flags_the_command_has() {
     assert_eq!(ecr.digest("platform", "latest"), None);
 }
 
-/// BUG (src/cmd/promote.rs, `apply`, lines 436-451): when a write fails,
-/// the error keeps the failed write's message and causes but drops its
-/// hint, so an immutable `latest` on ECR fails without the advice
-/// `Ecr::immutable_tag` gives (make `latest` mutable: an exclusion filter of
-/// IMMUTABLE_WITH_EXCLUSION). What moto holds afterwards is right.
+/// A failed write keeps its hint: an immutable `latest` on ECR says how to
+/// make it mutable (an exclusion filter of IMMUTABLE_WITH_EXCLUSION).
 #[test]
-#[ignore = "BUG: a failed write's hint (make latest mutable) is dropped by apply()"]
-fn bug_an_immutable_latest_failure_keeps_the_hint_to_make_latest_mutable() {
+fn an_immutable_latest_failure_keeps_the_hint_to_make_latest_mutable() {
     let Some(ecr) = Ecr::start() else {
         return;
     };

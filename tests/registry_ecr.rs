@@ -447,7 +447,8 @@ fn a_missing_repository_is_a_clear_error_and_not_retried() {
                 error.message,
                 format!("ECR repository {repository} does not exist in account {ACCOUNT}, region {REGION}")
             );
-            assert!(error.hint.as_deref().unwrap().contains("--create-repos"));
+            // Only publish ensures repositories: the others' hint names no flag.
+            assert!(error.hint.as_deref().unwrap().contains("check the registry"));
         };
         said(registry.tags(&repository).await.unwrap_err());
         said(registry.delete_tag(&repository, "latest").await.unwrap_err());

@@ -445,6 +445,9 @@ async fn apply(
                     for cause in &cause.causes {
                         error = error.caused_by(cause);
                     }
+                    if let Some(hint) = &cause.hint {
+                        error = error.hint(hint.clone());
+                    }
                     for state in states {
                         error = error.caused_by(state);
                     }

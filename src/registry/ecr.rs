@@ -218,7 +218,10 @@ impl Ecr {
             Err(e) => return Err(self.service_error(op, Some(repository), &e)),
         }
         if missing == Missing::Fail {
-            return Err(self.no_repository(repository));
+            // Only publish asks to ensure a repository: its flag is the cure.
+            return Err(self
+                .no_repository(repository)
+                .hint("create it, or run hoist publish with --create-repos"));
         }
 
         let op = "CreateRepository";
@@ -677,7 +680,7 @@ impl Ecr {
             "ECR repository {repository} does not exist in account {}, region {}",
             self.account, self.region
         ))
-        .hint("create it, or run with --create-repos")
+        .hint("check the registry and its prefix (--registry, HOIST_REGISTRY), or publish to it first")
     }
 
     fn immutable_tag(

@@ -23,6 +23,26 @@ pub fn local_only() {
     unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
 }
 
+/// [`open`] as the process's first git2 call, with libgit2's TLS set-up
+/// skipped as [`local_only`] does, but the environment put back after it, so
+/// that the TLS clients that run later (rustls, the git CLI of
+/// [`fetch_history`]) read the user's `SSL_CERT_FILE`. For commands that
+/// use git2 on the local repository only; to be called before any other
+/// thread exists.
+pub fn open_local_first(dir: &Path) -> Result<Repository> {
+    let saved = std::env::var_os("SSL_CERT_FILE");
+    local_only();
+    let repo = open(dir);
+    // SAFETY: as in `local_only`: no other thread exists yet.
+    unsafe {
+        match saved {
+            Some(value) => std::env::set_var("SSL_CERT_FILE", value),
+            None => std::env::remove_var("SSL_CERT_FILE"),
+        }
+    }
+    repo
+}
+
 pub fn open(dir: &Path) -> Result<Repository> {
     Repository::discover(dir).map_err(|e| {
         Error::input(format!("{} is not in a git repository", dir.display()))

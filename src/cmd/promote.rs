@@ -109,16 +109,23 @@ async fn read_tags(
     source_tag: Option<&str>,
 ) -> Result<Vec<Tags>> {
     let reads = images.iter().map(|(name, repository)| async move {
-        let source = match source_tag {
-            Some(tag) => registry.manifest(repository, tag).await?,
-            None => None,
+        let source = async {
+            match source_tag {
+                Some(tag) => registry.manifest(repository, tag).await,
+                None => Ok(None),
+            }
         };
+        let (source, latest, previous) = futures_util::try_join!(
+            source,
+            registry.manifest(repository, LATEST),
+            registry.manifest(repository, LATEST_PREVIOUS)
+        )?;
         Ok(Tags {
             name: name.clone(),
             repository: repository.clone(),
             source,
-            latest: registry.manifest(repository, LATEST).await?,
-            previous: registry.manifest(repository, LATEST_PREVIOUS).await?,
+            latest,
+            previous,
         })
     });
     join_all(reads).await.into_iter().collect()
@@ -137,7 +144,7 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
     let timeout = duration(&args.timeout, "--timeout")?;
     let interval = duration(&args.interval, "--interval")?;
     // The full sha when this clone knows the commit.
-    let repo = git::open(&setup.config.root).ok();
+    let repo = git::open_local_first(&setup.config.root).ok();
     let sha = repo
         .as_ref()
         .and_then(|repo| git::commit_sha(repo, &given).ok())
@@ -268,16 +275,17 @@ async fn directions(
     sha: &str,
     tags: &[Tags],
 ) -> Result<Vec<Direction>> {
-    let mut revisions = Vec::new();
-    for t in tags {
-        let revision = match (&t.latest, &t.source) {
+    let revisions = join_all(tags.iter().map(|t| async move {
+        match (&t.latest, &t.source) {
             (Some(latest), Some(source)) if latest.digest != source.digest => {
-                registry.revision(&t.repository, latest).await?
+                registry.revision(&t.repository, latest).await
             }
-            _ => None,
-        };
-        revisions.push(revision);
-    }
+            _ => Ok(None),
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     let ancestry = |revision: &str| {
         let repo = git::open(root).ok()?;
         match git::descends_from(&repo, sha, revision)? {
@@ -462,16 +470,19 @@ async fn apply(
 /// Reads `latest` again right before the first write: when another
 /// promotion moved it since the plan was made, stop.
 async fn compare(registry: &Registry, tags: &[Tags], moves: &[Move]) -> Result<()> {
-    for planned in moves {
+    let now = join_all(
+        moves
+            .iter()
+            .map(|planned| registry.manifest(&planned.repository, LATEST)),
+    )
+    .await;
+    for (planned, now) in moves.iter().zip(now) {
         let was = tags
             .iter()
             .find(|t| t.name == planned.image)
             .and_then(|t| t.latest.as_ref())
             .map(|m| m.digest.clone());
-        let now = registry
-            .manifest(&planned.repository, LATEST)
-            .await?
-            .map(|m| m.digest);
+        let now = now?.map(|m| m.digest);
         if now != was {
             return Err(Error::failed(format!(
                 "nothing moved: {}:{LATEST} changed while hoist was planning (it named {}, now {})",
@@ -520,22 +531,32 @@ async fn put_back(
 
 /// Reads every moved `latest` back: it must name what was written.
 async fn verify(registry: &Registry, moves: &[Move]) -> Result<()> {
-    for planned in moves {
-        for write in planned.writes.iter().filter(|w| w.tag == LATEST) {
-            let there = registry
-                .manifest(&planned.repository, write.tag)
-                .await?
-                .map(|m| m.digest);
-            if there.as_deref() != Some(write.to.as_str()) {
-                return Err(Error::failed(format!(
-                    "{}:{} names {} after the move, not {}",
-                    planned.repository,
-                    write.tag,
-                    there.as_deref().unwrap_or("nothing"),
-                    write.to
-                ))
-                .hint("another writer moved it at the same time; run `hoist status`"));
-            }
+    let written: Vec<(&Move, &Write)> = moves
+        .iter()
+        .flat_map(|m| {
+            m.writes
+                .iter()
+                .filter(|w| w.tag == LATEST)
+                .map(move |w| (m, w))
+        })
+        .collect();
+    let read = join_all(
+        written
+            .iter()
+            .map(|(planned, write)| registry.manifest(&planned.repository, write.tag)),
+    )
+    .await;
+    for ((planned, write), there) in written.into_iter().zip(read) {
+        let there = there?.map(|m| m.digest);
+        if there.as_deref() != Some(write.to.as_str()) {
+            return Err(Error::failed(format!(
+                "{}:{} names {} after the move, not {}",
+                planned.repository,
+                write.tag,
+                there.as_deref().unwrap_or("nothing"),
+                write.to
+            ))
+            .hint("another writer moved it at the same time; run `hoist status`"));
         }
     }
     Ok(())
@@ -792,9 +813,9 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
         "status",
         ci,
     )?;
+    let repo = git::open_local_first(&setup.config.root).ok();
     let runtime = runtime()?;
     let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
-    let repo = git::open(&setup.config.root).ok();
     let commit_time = |tag: &str| {
         let hex = staging_hex(tag)?;
         git::commit_time(repo.as_ref()?, hex)

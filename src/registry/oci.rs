@@ -898,11 +898,16 @@ impl Oci {
 /// The HTTP client: HTTPS with the system's roots (or plain HTTP), HTTP/1.
 fn http_client(target: &Target) -> Result<HttpClient> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
+    // A loopback registry speaks plain HTTP: no roots needed, and reading
+    // the system's (a bundle and a directory of ~150 files) is most of a
+    // short command's time.
+    let roots = if target.is_loopback() {
+        Err(std::io::Error::other("not needed"))
+    } else {
+        hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone())
+    };
+    let builder = match roots {
         Ok(builder) => builder,
-        // A loopback registry speaks plain HTTP: no roots needed.
         Err(_) if target.is_loopback() => {
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()

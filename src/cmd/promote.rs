@@ -173,7 +173,13 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         )));
     }
 
-    let directions = runtime.block_on(directions(&registry, &setup.config.root, &sha, &tags))?;
+    let directions = runtime.block_on(directions(
+        &registry,
+        &setup.config.root,
+        &sha,
+        &tags,
+        !args.allow_older,
+    ))?;
     let refused: Vec<String> = tags
         .iter()
         .zip(&directions)
@@ -268,12 +274,14 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
     print_report(&report, args.format, ci)
 }
 
-/// How each image's promotion stands to what `latest` holds.
+/// How each image's promotion stands to what `latest` holds; `fetch`: deepen
+/// a clone that cannot tell (not worth it when going back is allowed).
 async fn directions(
     registry: &Registry,
     root: &Path,
     sha: &str,
     tags: &[Tags],
+    fetch: bool,
 ) -> Result<Vec<Direction>> {
     let revisions = join_all(tags.iter().map(|t| async move {
         match (&t.latest, &t.source) {
@@ -302,11 +310,13 @@ async fn directions(
         .collect();
     // A shallow CI checkout does not hold latest's commit: fetch the
     // history once, then ask again.
-    let unknown = revisions
-        .iter()
-        .zip(&known)
-        .any(|(r, a)| r.is_some() && a.is_none());
-    if unknown && git::open(root).is_ok() {
+    let unknown = revisions.iter().zip(&known).any(|(revision, ancestry)| {
+        revision
+            .as_deref()
+            .is_some_and(|r| !promote::same_sha(r, sha))
+            && ancestry.is_none()
+    });
+    if fetch && unknown && git::open(root).is_ok() {
         eprintln!("fetching history from origin, to tell whether latest would go backwards");
         match git::fetch_history(root) {
             Ok(()) => {

@@ -32,7 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
+
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -384,35 +384,7 @@ fn redact(url: &str) -> String {
 /// HTTPS with the system's roots when some canary needs them, plain HTTP
 /// for the rest; HTTP/1 (a health endpoint needs no more).
 fn http_client(needs_tls: bool) -> Result<HttpClient> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
-        Ok(builder) => builder,
-        // Only plain-HTTP canaries: no roots needed.
-        Err(_) if !needs_tls => {
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| Error::failed("cannot set up TLS").caused_by(e))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-        Err(e) => {
-            return Err(Error::failed(
-                "cannot load the system's root certificates to check the canaries' TLS certificates",
-            )
-            .caused_by(e)
-            .hint(
-                "install the CA certificates (Debian: apt-get install ca-certificates), \
-                 or point SSL_CERT_FILE at a PEM bundle",
-            ));
-        }
-    };
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(REQUEST_TIMEOUT));
-    http.enforce_http(false);
-    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    let connector = crate::https::connector(needs_tls.then_some("the canaries"), REQUEST_TIMEOUT)?;
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 

@@ -19,6 +19,7 @@ pub mod docker;
 pub mod dockerignore;
 pub mod error;
 pub mod git;
+pub mod https;
 pub mod lint;
 pub mod manifest;
 pub mod pattern;

@@ -41,7 +41,7 @@ use hyper_util::rt::TokioExecutor;
 use std::collections::{HashMap, HashSet};
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a TCP (and TLS) connection may take to open.
@@ -895,43 +895,11 @@ impl Oci {
     }
 }
 
-/// The HTTP client: HTTPS with the system's roots (or plain HTTP), HTTP/1.
+/// The HTTP client: HTTPS with the system's roots, or plain HTTP (and no
+/// roots) for a loopback registry; HTTP/1.
 fn http_client(target: &Target) -> Result<HttpClient> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    // A loopback registry speaks plain HTTP: no roots needed, and reading
-    // the system's (a bundle and a directory of ~150 files) is most of a
-    // short command's time.
-    let roots = if target.is_loopback() {
-        Err(std::io::Error::other("not needed"))
-    } else {
-        hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone())
-    };
-    let builder = match roots {
-        Ok(builder) => builder,
-        Err(_) if target.is_loopback() => {
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| Error::failed("cannot set up TLS").caused_by(e))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-        Err(e) => {
-            return Err(Error::failed(format!(
-                "cannot load the system's root certificates to check {}'s TLS certificate",
-                target.host
-            ))
-            .caused_by(e)
-            .hint(
-                "install the CA certificates (Debian: apt-get install ca-certificates), \
-                 or point SSL_CERT_FILE at a PEM bundle",
-            ));
-        }
-    };
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.enforce_http(false);
-    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    let tls_peer = (!target.is_loopback()).then_some(target.host.as_str());
+    let connector = crate::https::connector(tls_peer, CONNECT_TIMEOUT)?;
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 

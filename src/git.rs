@@ -92,11 +92,45 @@ pub fn descends_from(repo: &Repository, later: &str, earlier: &str) -> Option<bo
     repo.graph_descendant_of(later, earlier).ok()
 }
 
-/// The commit time (seconds since the epoch) of `rev`, when this clone
-/// holds it.
-pub fn commit_time(repo: &Repository, rev: &str) -> Option<i64> {
-    let commit = repo.revparse_single(rev).ok()?.peel_to_commit().ok()?;
-    Some(commit.time().seconds())
+/// Each of `revs`' place when they are listed newest first as `git log`
+/// lists them: by commit time, and a commit before its ancestors when the
+/// times tie (commits made in the same second). `None` for a rev this clone
+/// does not hold.
+pub fn newest_first(repo: &Repository, revs: &[&str]) -> Vec<Option<usize>> {
+    let commits: Vec<Option<(Oid, i64)>> = revs
+        .iter()
+        .map(|rev| {
+            let commit = repo.revparse_single(rev).ok()?.peel_to_commit().ok()?;
+            Some((commit.id(), commit.time().seconds()))
+        })
+        .collect();
+    // Within one second, the commit that descends from more of the others
+    // is the newer: a total order on a line of history.
+    let descended = |(id, time): (Oid, i64)| {
+        commits
+            .iter()
+            .flatten()
+            .filter(|(other, other_time)| *other_time == time && *other != id)
+            .filter(|(other, _)| repo.graph_descendant_of(id, *other).unwrap_or(false))
+            .count()
+    };
+    let mut known: Vec<(usize, i64, usize)> = commits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.map(|c| (i, c.1, descended(c))))
+        .collect();
+    known.sort_by_key(|&(i, time, descended)| {
+        (
+            std::cmp::Reverse(time),
+            std::cmp::Reverse(descended),
+            revs[i],
+        )
+    });
+    let mut places = vec![None; revs.len()];
+    for (place, (i, _, _)) in known.into_iter().enumerate() {
+        places[i] = Some(place);
+    }
+    places
 }
 
 /// Fetches `origin`'s branches, with their whole history when the clone is
@@ -235,4 +269,41 @@ fn short(id: Oid) -> String {
 
 fn git_failed(e: git2::Error) -> Error {
     Error::failed("git failed").caused_by(e.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use git2::{Signature, Time};
+
+    /// Commits `count` times on a line, every commit in the same second.
+    fn same_second_line(repo: &Repository, count: usize) -> Vec<String> {
+        let who = Signature::new("t", "t@example.com", &Time::new(1_700_000_000, 0)).unwrap();
+        let tree = repo
+            .find_tree(repo.index().unwrap().write_tree().unwrap())
+            .unwrap();
+        let mut shas: Vec<String> = Vec::new();
+        for n in 0..count {
+            let parent = shas
+                .last()
+                .map(|s| repo.find_commit(Oid::from_str(s).unwrap()).unwrap());
+            let parents: Vec<&git2::Commit> = parent.iter().collect();
+            let id = repo
+                .commit(Some("HEAD"), &who, &who, &format!("c{n}"), &tree, &parents)
+                .unwrap();
+            shas.push(id.to_string());
+        }
+        shas
+    }
+
+    #[test]
+    fn newest_first_puts_a_commit_before_its_ancestors_within_one_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let shas = same_second_line(&repo, 4);
+        // Given in an order that the sha's letters would not fix.
+        let given: Vec<&str> = vec![&shas[1][..7], &shas[3][..7], "0000000", &shas[0], &shas[2]];
+        let places = newest_first(&repo, &given);
+        assert_eq!(places, vec![Some(2), Some(0), None, Some(3), Some(1)]);
+    }
 }

@@ -795,7 +795,7 @@ struct TagState {
     pushed_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct StagingTag {
     tag: String,
     digest: Option<String>,
@@ -826,12 +826,15 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
     let repo = git::open_local_first(&setup.config.root).ok();
     let runtime = runtime()?;
     let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
-    let commit_time = |tag: &str| {
-        let hex = staging_hex(tag)?;
-        git::commit_time(repo.as_ref()?, hex)
+    let newest_first = |tags: &[&str]| match &repo {
+        Some(repo) => {
+            let hexes: Vec<&str> = tags.iter().map(|t| staging_hex(t).unwrap_or(t)).collect();
+            git::newest_first(repo, &hexes)
+        }
+        None => vec![None; tags.len()],
     };
     let images = runtime.block_on(join_all(setup.images.iter().map(|(name, repository)| {
-        image_status(&registry, name, repository, args.staging, &commit_time)
+        image_status(&registry, name, repository, args.staging, &newest_first)
     })));
     let images = images.into_iter().collect::<Result<Vec<_>>>()?;
     match args.format {
@@ -869,7 +872,7 @@ async fn image_status(
     name: &str,
     repository: &str,
     newest: usize,
-    commit_time: &dyn Fn(&str) -> Option<i64>,
+    newest_first: &dyn Fn(&[&str]) -> Vec<Option<usize>>,
 ) -> Result<ImageStatus> {
     let mut states = Vec::new();
     for tag in [LATEST, LATEST_PREVIOUS, STAGING_LATEST] {
@@ -879,7 +882,7 @@ async fn image_status(
     let latest_previous = states.pop().flatten();
     let latest = states.pop().flatten();
 
-    let mut staging: Vec<StagingTag> = registry
+    let staging: Vec<StagingTag> = registry
         .tags(repository)
         .await?
         .into_iter()
@@ -890,16 +893,22 @@ async fn image_status(
             pushed_at: t.pushed_at,
         })
         .collect();
-    // Newest first: by push time where the registry tells it, else by the
-    // commit's time where this clone knows it; unknown ones last.
-    staging.sort_by_cached_key(|t| {
-        let when = t
-            .pushed_at
-            .clone()
-            .map(Some)
-            .unwrap_or_else(|| commit_time(&t.tag).map(|s| format!("{s:020}")));
-        (std::cmp::Reverse(when), t.tag.clone())
+    // Newest first: by push time where the registry tells it, else in the
+    // commits' order where this clone knows them; unknown ones last.
+    let names: Vec<&str> = staging.iter().map(|t| t.tag.as_str()).collect();
+    let commit_places = newest_first(&names);
+    let mut order: Vec<usize> = (0..staging.len()).collect();
+    order.sort_by_key(|&i| {
+        let tag = &staging[i];
+        (
+            tag.pushed_at.is_none(),
+            std::cmp::Reverse(tag.pushed_at.clone()),
+            commit_places[i].is_none(),
+            commit_places[i],
+            tag.tag.clone(),
+        )
     });
+    let mut staging: Vec<StagingTag> = order.into_iter().map(|i| staging[i].clone()).collect();
     staging.truncate(newest);
 
     let mut warnings = Vec::new();

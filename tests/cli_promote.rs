@@ -349,6 +349,55 @@ fn a_failed_write_puts_back_the_images_already_moved() {
 }
 
 #[test]
+fn a_failed_rollback_memory_write_moves_no_latest() {
+    let Some((repo, registry, shas)) = published(3) else {
+        return;
+    };
+    let (a, b, c) = (&shas[0], &shas[1], &shas[2]);
+    for sha in [a, b] {
+        let run = hoist_on(&repo, registry.addr(), "promote", &[sha]);
+        assert_eq!(run.code(), Some(0), "{}", run.describe());
+    }
+    assert_previous(&registry, Some(a));
+
+    // Every image's latest-previous is written at once, before any latest;
+    // the second image's cannot be.
+    let failing = format!("/v2/{PREFIX}/platform-tenant/manifests/latest-previous");
+    let proxy = FaultProxy::start(
+        registry.addr().parse().unwrap(),
+        Arc::new(move |request: &Request| {
+            if request.method == "PUT" && request.path == failing {
+                Verdict::Fail(403)
+            } else {
+                Verdict::Forward
+            }
+        }),
+    );
+    let failed = hoist_on(&repo, &proxy.addr.to_string(), "promote", &[c]);
+    assert_eq!(failed.code(), Some(1), "{}", failed.describe());
+    let stderr = failed.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "cannot point {PREFIX}/platform-tenant:latest-previous"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{PREFIX}/platform:latest-previous: put back to")),
+        "{stderr}"
+    );
+    // No latest was written; both tags are where they were.
+    let latest_puts = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.request.method == "PUT" && s.request.path.ends_with("/manifests/latest"))
+        .count();
+    assert_eq!(latest_puts, 0);
+    assert_latest(&registry, b);
+    assert_previous(&registry, Some(a));
+}
+
+#[test]
 fn waits_for_the_canaries_and_a_timeout_moves_nothing() {
     let Some((repo, registry, shas)) = published(1) else {
         return;

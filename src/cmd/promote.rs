@@ -22,6 +22,7 @@ use crate::promote::{
 use crate::publish::STAGING_LATEST;
 use crate::registry::{Manifest, Registry, Target};
 use futures_util::future::join_all;
+use git2::Repository;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -76,8 +77,12 @@ fn setup(
     })
 }
 
+/// One thread: these commands wait on the registry and the canaries, and
+/// starting worker threads cost more than they would save.
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))
 }
 
@@ -98,26 +103,41 @@ struct Tags {
     repository: String,
     source: Option<Manifest>,
     latest: Option<Manifest>,
+    /// The commit `latest` was built from, read when `latest` names another
+    /// manifest than the source.
+    latest_revision: Option<String>,
     previous: Option<Manifest>,
 }
 
 /// Reads `source_tag` (when given), `latest` and `latest-previous` of every
-/// image, all images at once.
+/// image, and the revision of a `latest` that differs from the source; all
+/// images at once, and each image's revision as soon as its two manifests
+/// are in.
 async fn read_tags(
     registry: &Registry,
     images: &[(String, String)],
     source_tag: Option<&str>,
 ) -> Result<Vec<Tags>> {
     let reads = images.iter().map(|(name, repository)| async move {
-        let source = async {
-            match source_tag {
-                Some(tag) => registry.manifest(repository, tag).await,
-                None => Ok(None),
-            }
+        let source_and_latest = async {
+            let source = async {
+                match source_tag {
+                    Some(tag) => registry.manifest(repository, tag).await,
+                    None => Ok(None),
+                }
+            };
+            let (source, latest) =
+                futures_util::try_join!(source, registry.manifest(repository, LATEST))?;
+            let revision = match (&source, &latest) {
+                (Some(source), Some(latest)) if latest.digest != source.digest => {
+                    registry.revision(repository, latest).await?
+                }
+                _ => None,
+            };
+            Ok::<_, Error>((source, latest, revision))
         };
-        let (source, latest, previous) = futures_util::try_join!(
-            source,
-            registry.manifest(repository, LATEST),
+        let ((source, latest, latest_revision), previous) = futures_util::try_join!(
+            source_and_latest,
             registry.manifest(repository, LATEST_PREVIOUS)
         )?;
         Ok(Tags {
@@ -125,6 +145,7 @@ async fn read_tags(
             repository: repository.clone(),
             source,
             latest,
+            latest_revision,
             previous,
         })
     });
@@ -173,13 +194,13 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         )));
     }
 
-    let directions = runtime.block_on(directions(
-        &registry,
+    let directions = directions(
+        repo.as_ref(),
         &setup.config.root,
         &sha,
         &tags,
         !args.allow_older,
-    ))?;
+    );
     let refused: Vec<String> = tags
         .iter()
         .zip(&directions)
@@ -276,62 +297,47 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
 
 /// How each image's promotion stands to what `latest` holds; `fetch`: deepen
 /// a clone that cannot tell (not worth it when going back is allowed).
-async fn directions(
-    registry: &Registry,
+fn directions(
+    repo: Option<&Repository>,
     root: &Path,
     sha: &str,
     tags: &[Tags],
     fetch: bool,
-) -> Result<Vec<Direction>> {
-    let revisions = join_all(tags.iter().map(|t| async move {
-        match (&t.latest, &t.source) {
-            (Some(latest), Some(source)) if latest.digest != source.digest => {
-                registry.revision(&t.repository, latest).await
-            }
-            _ => Ok(None),
-        }
-    }))
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>>>()?;
-    let ancestry = |revision: &str| {
-        let repo = git::open(root).ok()?;
-        match git::descends_from(&repo, sha, revision)? {
+) -> Vec<Direction> {
+    let ancestry =
+        |repo: &Repository, revision: &str| match git::descends_from(repo, sha, revision)? {
             true => Some(Ancestry::Ahead),
-            false => match git::descends_from(&repo, revision, sha)? {
+            false => match git::descends_from(repo, revision, sha)? {
                 true => Some(Ancestry::Behind),
                 false => Some(Ancestry::Diverged),
             },
-        }
+        };
+    let of_all = |repo: Option<&Repository>| -> Vec<Option<Ancestry>> {
+        tags.iter()
+            .map(|t| ancestry(repo?, t.latest_revision.as_deref()?))
+            .collect()
     };
-    let mut known: Vec<Option<Ancestry>> = revisions
-        .iter()
-        .map(|r| r.as_deref().and_then(ancestry))
-        .collect();
+    let mut known = of_all(repo);
     // A shallow CI checkout does not hold latest's commit: fetch the
     // history once, then ask again.
-    let unknown = revisions.iter().zip(&known).any(|(revision, ancestry)| {
-        revision
+    let unknown = tags.iter().zip(&known).any(|(t, ancestry)| {
+        t.latest_revision
             .as_deref()
             .is_some_and(|r| !promote::same_sha(r, sha))
             && ancestry.is_none()
     });
-    if fetch && unknown && git::open(root).is_ok() {
+    if fetch && unknown && repo.is_some() {
         eprintln!("fetching history from origin, to tell whether latest would go backwards");
         match git::fetch_history(root) {
-            Ok(()) => {
-                known = revisions
-                    .iter()
-                    .map(|r| r.as_deref().and_then(ancestry))
-                    .collect();
-            }
+            // The fetched objects are new to the open repository's view:
+            // open it again.
+            Ok(()) => known = of_all(git::open(root).ok().as_ref()),
             Err(why) => eprintln!("  {why}"),
         }
     }
-    Ok(tags
-        .iter()
-        .zip(revisions.iter().zip(known))
-        .map(|(t, (revision, ancestry))| {
+    tags.iter()
+        .zip(known)
+        .map(|(t, ancestry)| {
             promote::judge(
                 &t.source
                     .as_ref()
@@ -340,11 +346,11 @@ async fn directions(
                 sha,
                 t.latest
                     .as_ref()
-                    .map(|m| (m.digest.as_str(), revision.as_deref())),
+                    .map(|m| (m.digest.as_str(), t.latest_revision.as_deref())),
                 ancestry,
             )
         })
-        .collect())
+        .collect()
 }
 
 pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: &Ci) -> Result<u8> {
@@ -431,7 +437,10 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
     print_report(&report, args.format, ci)
 }
 
-/// Compare, write, put back on failure, verify.
+/// Compare, write, put back on failure, verify. `latest-previous` of every
+/// image is written first, all at once: it is not production, and each
+/// image's rollback target must exist before its `latest` moves. Then
+/// `latest`, image by image.
 async fn apply(
     registry: &Registry,
     tags: &[Tags],
@@ -443,38 +452,70 @@ async fn apply(
     }
     compare(registry, tags, moves).await?;
     let mut done: Vec<(&Move, &Write)> = Vec::new();
+    let previous: Vec<(&Move, &Write)> = moves
+        .iter()
+        .filter_map(|m| m.previous().map(|w| (m, w)))
+        .collect();
+    let written = join_all(previous.iter().map(|(planned, write)| {
+        registry.put_manifest(&planned.repository, write.tag, &manifests[&write.to])
+    }))
+    .await;
+    let mut failed = None;
+    for (step, result) in previous.into_iter().zip(written) {
+        match result {
+            Ok(()) => done.push(step),
+            Err(cause) => failed = failed.or(Some((step, cause))),
+        }
+    }
+    if let Some(((planned, write), cause)) = failed {
+        return Err(write_failed(registry, planned, write, cause, &done, manifests).await);
+    }
     for planned in moves {
-        for write in &planned.writes {
-            let manifest = &manifests[&write.to];
-            match registry
-                .put_manifest(&planned.repository, write.tag, manifest)
-                .await
-            {
-                Ok(()) => done.push((planned, write)),
-                Err(cause) => {
-                    let states = put_back(registry, &done, manifests).await;
-                    let mut error = Error::failed(format!(
-                        "cannot point {}:{} at {}; what had moved is put back",
-                        planned.repository,
-                        write.tag,
-                        short(&write.to)
-                    ))
-                    .caused_by(&cause.message);
-                    for cause in &cause.causes {
-                        error = error.caused_by(cause);
-                    }
-                    if let Some(hint) = &cause.hint {
-                        error = error.hint(hint.clone());
-                    }
-                    for state in states {
-                        error = error.caused_by(state);
-                    }
-                    return Err(error);
-                }
+        let Some(write) = planned.latest() else {
+            continue;
+        };
+        let manifest = &manifests[&write.to];
+        match registry
+            .put_manifest(&planned.repository, write.tag, manifest)
+            .await
+        {
+            Ok(()) => done.push((planned, write)),
+            Err(cause) => {
+                return Err(write_failed(registry, planned, write, cause, &done, manifests).await);
             }
         }
     }
     verify(registry, moves).await
+}
+
+/// The error of a failed write, once what had moved is put back: the
+/// registry's answer, then where every tag is left.
+async fn write_failed(
+    registry: &Registry,
+    planned: &Move,
+    write: &Write,
+    cause: Error,
+    done: &[(&Move, &Write)],
+    manifests: &HashMap<String, Manifest>,
+) -> Error {
+    let states = put_back(registry, done, manifests).await;
+    let mut error = Error::failed(format!(
+        "cannot point {}:{} at {}; what had moved is put back",
+        planned.repository,
+        write.tag,
+        short(&write.to)
+    ))
+    .caused_by(&cause.message);
+    for cause in &cause.causes {
+        error = error.caused_by(cause);
+    }
+    if let Some(hint) = &cause.hint {
+        error = error.hint(hint.clone());
+    }
+    for state in states {
+        error = error.caused_by(state);
+    }
+    error
 }
 
 /// Reads `latest` again right before the first write: when another

@@ -836,7 +836,7 @@ struct TagState {
     pushed_at: Option<String>,
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Serialize)]
 struct StagingTag {
     tag: String,
     digest: Option<String>,
@@ -937,19 +937,18 @@ async fn image_status(
     // Newest first: by push time where the registry tells it, else in the
     // commits' order where this clone knows them; unknown ones last.
     let names: Vec<&str> = staging.iter().map(|t| t.tag.as_str()).collect();
-    let commit_places = newest_first(&names);
-    let mut order: Vec<usize> = (0..staging.len()).collect();
-    order.sort_by_key(|&i| {
-        let tag = &staging[i];
+    let places = newest_first(&names);
+    let mut staging: Vec<(StagingTag, Option<usize>)> = staging.into_iter().zip(places).collect();
+    staging.sort_by_cached_key(|(tag, place)| {
         (
             tag.pushed_at.is_none(),
             std::cmp::Reverse(tag.pushed_at.clone()),
-            commit_places[i].is_none(),
-            commit_places[i],
+            place.is_none(),
+            *place,
             tag.tag.clone(),
         )
     });
-    let mut staging: Vec<StagingTag> = order.into_iter().map(|i| staging[i].clone()).collect();
+    let mut staging: Vec<StagingTag> = staging.into_iter().map(|(tag, _)| tag).collect();
     staging.truncate(newest);
 
     let mut warnings = Vec::new();

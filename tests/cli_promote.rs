@@ -283,6 +283,22 @@ fn a_sha_that_is_not_published_moves_nothing() {
     assert!(status.stderr().contains("::warning"), "{}", status.stderr());
 }
 
+/// A proxy in front of `registry` that answers 403 to the PUT of
+/// `image:tag` and forwards every other request.
+fn failing_put(registry: &Registry, image: &str, tag: &str) -> FaultProxy {
+    let failing = format!("/v2/{PREFIX}/{image}/manifests/{tag}");
+    FaultProxy::start(
+        registry.addr().parse().unwrap(),
+        Arc::new(move |request: &Request| {
+            if request.method == "PUT" && request.path == failing {
+                Verdict::Fail(403)
+            } else {
+                Verdict::Forward
+            }
+        }),
+    )
+}
+
 #[test]
 fn a_failed_write_puts_back_the_images_already_moved() {
     let Some((repo, registry, shas)) = published(2) else {
@@ -293,17 +309,7 @@ fn a_failed_write_puts_back_the_images_already_moved() {
     assert_eq!(run.code(), Some(0), "{}", run.describe());
 
     // The second image's `latest` cannot be written.
-    let failing = format!("/v2/{PREFIX}/platform-tenant/manifests/latest");
-    let proxy = FaultProxy::start(
-        registry.addr().parse().unwrap(),
-        Arc::new(move |request: &Request| {
-            if request.method == "PUT" && request.path == failing {
-                Verdict::Fail(403)
-            } else {
-                Verdict::Forward
-            }
-        }),
-    );
+    let proxy = failing_put(&registry, "platform-tenant", "latest");
     let failed = hoist_on(&repo, &proxy.addr.to_string(), "promote", &[b]);
     assert_eq!(failed.code(), Some(1), "{}", failed.describe());
     let stderr = failed.stderr();
@@ -362,17 +368,7 @@ fn a_failed_rollback_memory_write_moves_no_latest() {
 
     // Every image's latest-previous is written at once, before any latest;
     // the second image's cannot be.
-    let failing = format!("/v2/{PREFIX}/platform-tenant/manifests/latest-previous");
-    let proxy = FaultProxy::start(
-        registry.addr().parse().unwrap(),
-        Arc::new(move |request: &Request| {
-            if request.method == "PUT" && request.path == failing {
-                Verdict::Fail(403)
-            } else {
-                Verdict::Forward
-            }
-        }),
-    );
+    let proxy = failing_put(&registry, "platform-tenant", "latest-previous");
     let failed = hoist_on(&repo, &proxy.addr.to_string(), "promote", &[c]);
     assert_eq!(failed.code(), Some(1), "{}", failed.describe());
     let stderr = failed.stderr();

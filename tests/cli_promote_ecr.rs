@@ -18,7 +18,7 @@ use aws_sdk_ecr::types::{
     ImageIdentifier, ImageTagMutability, ImageTagMutabilityExclusionFilter,
     ImageTagMutabilityExclusionFilterType,
 };
-use common::ecr::{docker_manifest, sdk, seed, tags_of};
+use common::ecr::{digest_of_tag, docker_manifest, sdk, seed, tags_of};
 use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
 use common::proxy::{FaultProxy, Request, Verdict};
 use common::{git, hoist};
@@ -177,21 +177,8 @@ impl Ecr {
 
     /// The digest `tag` names, as `BatchGetImage` answers.
     fn digest(&self, image: &str, tag: &str) -> Option<String> {
-        self.runtime.block_on(async {
-            let out = self
-                .sdk
-                .batch_get_image()
-                .repository_name(repository(image))
-                .image_ids(ImageIdentifier::builder().image_tag(tag).build())
-                .send()
-                .await
-                .unwrap();
-            out.images()
-                .first()
-                .and_then(|i| i.image_id())
-                .and_then(|id| id.image_digest())
-                .map(str::to_string)
-        })
+        self.runtime
+            .block_on(digest_of_tag(&self.sdk, &repository(image), tag))
     }
 
     /// Every tag of the image's repository with its digest, as

@@ -7,12 +7,10 @@
 
 mod common;
 
-use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ecr::types::ImageIdentifier;
+use common::ecr::{digest_of_tag, docker_manifest, sdk, seed};
 use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
 use common::proxy::FaultProxy;
 use common::{git, hoist};
-use hoist::registry::{DOCKER_MANIFEST, digest_of};
 use serde_json::Value;
 use std::path::Path;
 
@@ -20,17 +18,6 @@ const IMAGES: [&str; 2] = ["platform", "platform-tenant"];
 
 fn registry() -> String {
     format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/molecule-ai")
-}
-
-fn sdk(moto: &Moto) -> aws_sdk_ecr::Client {
-    let config = aws_sdk_ecr::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(moto.url())
-        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_ecr::Client::from_conf(config)
 }
 
 /// The example monorepo, committed; returns its dir and HEAD.
@@ -76,40 +63,6 @@ fn publish(dir: &Path, endpoint: &str, extra: &[&str]) -> (Option<i32>, Value, S
     )
 }
 
-/// Puts a manifest (unique per `seed`) under `tag`; returns its digest.
-async fn seed(sdk: &aws_sdk_ecr::Client, repository: &str, tag: &str, seed: &str) -> String {
-    let bytes = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":10,"digest":"{}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":20,"digest":"{}"}}]}}"#,
-        digest_of(format!("config {seed}").as_bytes()),
-        digest_of(format!("layer {seed}").as_bytes())
-    );
-    sdk.put_image()
-        .repository_name(repository)
-        .image_manifest(&bytes)
-        .image_manifest_media_type(DOCKER_MANIFEST)
-        .image_tag(tag)
-        .image_digest(digest_of(bytes.as_bytes()))
-        .send()
-        .await
-        .unwrap();
-    digest_of(bytes.as_bytes())
-}
-
-async fn digest_of_tag(sdk: &aws_sdk_ecr::Client, repository: &str, tag: &str) -> Option<String> {
-    let out = sdk
-        .batch_get_image()
-        .repository_name(repository)
-        .image_ids(ImageIdentifier::builder().image_tag(tag).build())
-        .send()
-        .await
-        .unwrap();
-    out.images()
-        .first()
-        .and_then(|i| i.image_id())
-        .and_then(|id| id.image_digest())
-        .map(str::to_string)
-}
-
 #[test]
 fn a_published_commit_is_a_no_op_and_staging_latest_moves_registry_side() {
     let Some(moto) = Moto::start() else {
@@ -128,12 +81,18 @@ fn a_published_commit_is_a_no_op_and_staging_latest_moves_registry_side() {
                 .send()
                 .await
                 .unwrap();
-            let older = seed(&client, &repository, "staging-latest", "older").await;
+            let older = seed(
+                &client,
+                &repository,
+                "staging-latest",
+                &docker_manifest("older"),
+            )
+            .await;
             let digest = seed(
                 &client,
                 &repository,
                 &format!("staging-{}", &sha[..7]),
-                name,
+                &docker_manifest(name),
             )
             .await;
             assert_ne!(older, digest);
@@ -227,7 +186,7 @@ fn throttling_is_retried_and_counted_in_the_report() {
                 &client,
                 &repository,
                 &format!("staging-{}", &sha[..7]),
-                name,
+                &docker_manifest(name),
             )
             .await;
         });

@@ -99,3 +99,23 @@ pub async fn tags_of(sdk: &aws_sdk_ecr::Client, repository: &str, digest: &str) 
     tags.sort();
     tags
 }
+
+/// The digest `tag` names, as `BatchGetImage` answers.
+pub async fn digest_of_tag(
+    sdk: &aws_sdk_ecr::Client,
+    repository: &str,
+    tag: &str,
+) -> Option<String> {
+    let out = sdk
+        .batch_get_image()
+        .repository_name(repository)
+        .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+        .send()
+        .await
+        .unwrap();
+    out.images()
+        .first()
+        .and_then(|i| i.image_id())
+        .and_then(|id| id.image_digest())
+        .map(str::to_string)
+}

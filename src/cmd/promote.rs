@@ -4,8 +4,8 @@
 //! A promotion reads every image's `staging-<sha7>`, `latest` and
 //! `latest-previous` first, and refuses before anything moves when one is
 //! missing or when `latest` would go backwards. It waits for the canaries,
-//! reads `latest` again (someone else may have promoted meanwhile), then
-//! writes image by image: the exact manifest bytes under the tag, no layer
+//! and after a wait reads `latest` again (someone else may have promoted
+//! meanwhile), then writes image by image: the exact manifest bytes under the tag, no layer
 //! touched. When a write fails, the writes already done are put back, and
 //! every tag's state is reported. Last, `latest` is read back and checked.
 
@@ -289,8 +289,10 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
             interval,
             &mut print,
         ))?;
+        // The plan's reads are as old as the wait: check them again.
+        runtime.block_on(compare(&registry, &tags, &moves))?;
     }
-    runtime.block_on(apply(&registry, &tags, &moves, &manifests))?;
+    runtime.block_on(apply(&registry, &moves, &manifests))?;
     let report = Report::new(&plan, true, canaries, &registry, started);
     print_report(&report, args.format, ci)
 }
@@ -432,25 +434,23 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
     if args.dry_run {
         return print_plan(&plan, args.format);
     }
-    runtime.block_on(apply(&registry, &tags, &moves, &manifests))?;
+    runtime.block_on(apply(&registry, &moves, &manifests))?;
     let report = Report::new(&plan, true, Vec::new(), &registry, started);
     print_report(&report, args.format, ci)
 }
 
-/// Compare, write, put back on failure, verify. `latest-previous` of every
+/// Write, put back on failure, verify. `latest-previous` of every
 /// image is written first, all at once: it is not production, and each
 /// image's rollback target must exist before its `latest` moves. Then
 /// `latest`, image by image.
 async fn apply(
     registry: &Registry,
-    tags: &[Tags],
     moves: &[Move],
     manifests: &HashMap<String, Manifest>,
 ) -> Result<()> {
     if moves.is_empty() {
         return Ok(());
     }
-    compare(registry, tags, moves).await?;
     let mut done: Vec<(&Move, &Write)> = Vec::new();
     let previous: Vec<(&Move, &Write)> = moves
         .iter()
@@ -518,8 +518,10 @@ async fn write_failed(
     error
 }
 
-/// Reads `latest` again right before the first write: when another
-/// promotion moved it since the plan was made, stop.
+/// Reads `latest` again after the canary wait, right before the first
+/// write: when another promotion moved it since the plan was made, stop.
+/// Without a wait the plan is milliseconds old: no registry offers a
+/// conditional PUT, so a window that small stays either way.
 async fn compare(registry: &Registry, tags: &[Tags], moves: &[Move]) -> Result<()> {
     let now = join_all(
         moves

@@ -3,11 +3,12 @@
 //!
 //! A promotion reads every image's `staging-<sha7>`, `latest` and
 //! `latest-previous` first, and refuses before anything moves when one is
-//! missing or when `latest` would go backwards. It waits for the canaries,
-//! and after a wait reads `latest` again (someone else may have promoted
-//! meanwhile), then writes image by image: the exact manifest bytes under the tag, no layer
-//! touched. When a write fails, the writes already done are put back, and
-//! every tag's state is reported. Last, `latest` is read back and checked.
+//! missing or when `latest` would go backwards. After waiting for canaries
+//! it reads `latest` again (someone else may have promoted
+//! meanwhile). It writes image by image: the exact manifest bytes under the
+//! tag, no layer touched. When a write fails, the writes already done are
+//! put back, and every tag's state is reported. Last, `latest` is read back
+//! and checked.
 
 use super::publish::mask_secrets;
 use crate::canary;

@@ -32,7 +32,6 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use std::error::Error as StdError;
 use std::fmt;
-
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

@@ -9,10 +9,7 @@ fn main() -> ExitCode {
     match hoist::cmd::run(cli, &ci) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("{error}");
-            if let Some(annotation) = ci.error_annotation(&error) {
-                eprintln!("{annotation}");
-            }
+            ci.error(&error);
             ExitCode::from(error.exit_code())
         }
     }

@@ -243,7 +243,7 @@ fn reads_the_push_event_and_writes_ci_outputs() {
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "run=true\n");
     let summary = std::fs::read_to_string(&summary).unwrap();
     assert!(
-        summary.contains("**run**") && summary.contains("`manifest.json`"),
+        summary.contains("**run**") && summary.contains("<code>manifest.json</code>"),
         "{summary}"
     );
 

@@ -3,7 +3,7 @@
 //! gate. `--dry-run` prints the same plan without touching the engine.
 
 use crate::build::{self, Builder, ImagePlan, Inputs, Plan};
-use crate::ci::Ci;
+use crate::ci::{Ci, markdown, markdown_code};
 use crate::cli::{BuildArgs, Format};
 use crate::config::{Config, Overrides};
 use crate::context::{self, Context, Summary, human_bytes};
@@ -39,15 +39,11 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
     let sizes = scan_all(&contexts)?;
 
     if args.dry_run {
-        return dry_run(&plan, &sizes, args.format);
+        return dry_run(&plan, &sizes, args.format, ci);
     }
     for (image, size) in plan.images.iter().zip(&sizes) {
         if let Some(warning) = context::size_warning(size) {
-            let text = format!("{}: {warning}", image.name);
-            eprintln!("warning: {text}");
-            if ci.actions {
-                eprintln!("::warning::{text}");
-            }
+            ci.warn(&format!("{}: {warning}", image.name));
         }
     }
     let settings = BuildSettings {
@@ -206,11 +202,11 @@ impl<'a, P: Serialize> DryRun<'a, P> {
     }
 }
 
-fn dry_run(plan: &Plan, sizes: &[Summary], format: Format) -> Result<u8> {
+fn dry_run(plan: &Plan, sizes: &[Summary], format: Format, ci: &Ci) -> Result<u8> {
     match format {
         Format::Json => {
             let document = DryRun::new(plan, &plan.images, sizes);
-            super::print_out(&super::json(&document))?;
+            ci.out(&super::json(&document))?;
         }
         Format::Text => {
             let mut text = format!(
@@ -222,7 +218,7 @@ fn dry_run(plan: &Plan, sizes: &[Summary], format: Format) -> Result<u8> {
             for (image, size) in plan.images.iter().zip(sizes) {
                 text.push_str(&describe(image, size));
             }
-            super::print_out(&text)?;
+            ci.out(&text)?;
         }
     }
     Ok(0)
@@ -318,7 +314,7 @@ pub(super) async fn build_all(
     drop(events);
 
     let names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
-    let mut printer = Printer::new(&names, ci.actions);
+    let mut printer = Printer::new(&names, ci);
     while let Some(event) = received.recv().await {
         printer.print(event);
     }
@@ -405,15 +401,17 @@ struct Printer {
     width: usize,
     grouped: bool,
     buffered: Vec<Vec<String>>,
+    ci: Ci,
 }
 
 impl Printer {
-    fn new(names: &[&str], grouped: bool) -> Printer {
+    fn new(names: &[&str], ci: &Ci) -> Printer {
         Printer {
             names: names.iter().map(|n| n.to_string()).collect(),
             width: names.iter().map(|n| n.len()).max().unwrap_or(0),
-            grouped,
+            grouped: ci.actions,
             buffered: vec![Vec::new(); names.len()],
+            ci: ci.clone(),
         }
     }
 
@@ -424,11 +422,10 @@ impl Printer {
                 eprintln!("{:width$} | {line}", self.names[index], width = self.width);
             }
             Event::Done(index) if self.grouped => {
-                eprintln!("::group::build {}", self.names[index]);
-                for line in self.buffered[index].drain(..) {
-                    eprintln!("{line}");
-                }
-                eprintln!("::endgroup::");
+                self.ci.group(&format!("build {}", self.names[index]));
+                let lines = std::mem::take(&mut self.buffered[index]);
+                self.ci.relay(lines.iter().map(String::as_str));
+                self.ci.end_group();
             }
             Event::Done(_) => {}
         }
@@ -458,7 +455,7 @@ fn report(
                 builder: plan.builder,
                 images: results,
             };
-            super::print_out(&super::json(&document))?;
+            ci.out(&super::json(&document))?;
         }
         Format::Text => {
             let mut text = String::new();
@@ -476,7 +473,7 @@ fn report(
                     text.push_str(&format!("  {tag}\n"));
                 }
             }
-            super::print_out(&text)?;
+            ci.out(&text)?;
         }
     }
     ci.set_output("sha7", &plan.sha7)?;
@@ -488,13 +485,13 @@ fn report(
     );
     for (result, size) in results.iter().zip(sizes) {
         summary.push_str(&format!(
-            "| {} | `{}` | {} | {} | {:.1} s | {}/{} |\n",
-            result.name,
-            short_id(&result.image_id),
+            "| {} | {} | {} | {} | {:.1} s | {}/{} |\n",
+            markdown(&result.name),
+            markdown_code(short_id(&result.image_id)),
             result
                 .tags
                 .iter()
-                .map(|t| format!("`{t}`"))
+                .map(|t| markdown_code(t))
                 .collect::<Vec<_>>()
                 .join("<br>"),
             human_bytes(size.bytes),

@@ -1,7 +1,7 @@
 //! `hoist changes`: does this push select the pipeline?
 
 use crate::changes::{self, ChangedFiles, Decision, PushRef, Trigger};
-use crate::ci::Ci;
+use crate::ci::{self, Ci};
 use crate::cli::{ChangesArgs, Format};
 use crate::config::{self, Config, Overrides};
 use crate::error::{EXIT_FAILED, Error, Location, Result};
@@ -34,8 +34,8 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
     };
     let decision = decide(&config, &workflow, &source)?;
     match args.format {
-        Format::Text => super::print_out(&text(&decision))?,
-        Format::Json => super::print_out(&super::json(&decision))?,
+        Format::Text => ci.out(&text(&decision))?,
+        Format::Json => ci.out(&super::json(&decision))?,
     }
     ci.set_output("run", if decision.run { "true" } else { "false" })?;
     ci.add_summary(&summary(&workflow, &decision))?;
@@ -170,9 +170,9 @@ fn read_file_list(root: &Path, source: &Path) -> Result<Vec<String>> {
 
 fn text(decision: &Decision) -> String {
     let verdict = if decision.run { "run" } else { "skip" };
-    let mut out = format!("{verdict}: {}\n", decision.reason);
+    let mut out = format!("{verdict}: {}\n", ci::one_line(&decision.reason));
     for file in decision.matched.iter().take(LISTED_FILES) {
-        out.push_str(&format!("  {file}\n"));
+        out.push_str(&format!("  {}\n", ci::quote(file)));
     }
     if decision.matched.len() > LISTED_FILES {
         out.push_str(&format!(
@@ -186,14 +186,14 @@ fn text(decision: &Decision) -> String {
 fn summary(workflow: &Workflow, decision: &Decision) -> String {
     let verdict = if decision.run { "**run**" } else { "**skip**" };
     let mut out = format!(
-        "### hoist changes\n\n{verdict}: {} (`{}`)\n\n",
-        decision.reason,
-        workflow.path.display()
+        "### hoist changes\n\n{verdict}: {} ({})\n\n",
+        ci::markdown(&decision.reason),
+        ci::markdown_code(&workflow.path.display().to_string())
     );
     if !decision.matched.is_empty() {
         out.push_str("| matched files |\n|---|\n");
         for file in decision.matched.iter().take(LISTED_FILES) {
-            out.push_str(&format!("| `{file}` |\n"));
+            out.push_str(&format!("| {} |\n", ci::markdown_code(file)));
         }
         if decision.matched.len() > LISTED_FILES {
             out.push_str(&format!(
@@ -225,12 +225,10 @@ fn check(config: &Config, workflow: &Workflow, format: Format, ci: &Ci) -> Resul
         }
         Format::Json => out.push_str(&super::json(&findings)),
     }
-    super::print_out(&out)?;
+    ci.out(&out)?;
     for f in &findings {
         let location = Location::new(&workflow.path, f.line, None);
-        if let Some(annotation) = ci.annotation("error", Some(&location), &finding_line(&file, f)) {
-            eprintln!("{annotation}");
-        }
+        ci.annotate("error", Some(&location), &finding_line(&file, f));
     }
     Ok(if findings.is_empty() { 0 } else { EXIT_FAILED })
 }

@@ -1,6 +1,6 @@
 //! `hoist deps`: pre-clone the manifest's git dependencies.
 
-use crate::ci::Ci;
+use crate::ci::{self, Ci, markdown, markdown_code};
 use crate::cli::{DepsArgs, Format};
 use crate::config::{Config, Overrides};
 use crate::deps::{self, Options, Outcome, Report};
@@ -35,14 +35,14 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: DepsArgs, ci: &Ci) -> R
     let seconds = started.elapsed().as_secs_f64();
 
     match args.format {
-        Format::Text => super::print_out(&format!("{}\n", counts.summary(seconds)))?,
+        Format::Text => ci.out(&format!("{}\n", counts.summary(seconds)))?,
         Format::Json => {
             let document = Document {
                 dependencies: &reports,
                 counts: &counts,
                 seconds,
             };
-            super::print_out(&super::json(&document))?;
+            ci.out(&super::json(&document))?;
         }
     }
     for (name, count) in counts.named() {
@@ -166,7 +166,7 @@ impl Progress {
         self.done += 1;
         self.clear();
         if self.lines {
-            let _ = super::print_out(&format!("{}\n", line(report)));
+            let _ = ci.out(&format!("{}\n", ci::one_line(&line(report))));
         }
         if report.outcome == Outcome::Skipped {
             let message = format!(
@@ -174,10 +174,7 @@ impl Progress {
                 path_of(report),
                 report.message.as_deref().unwrap_or("")
             );
-            match ci.annotation("warning", None, &message) {
-                Some(annotation) => eprintln!("{annotation}"),
-                None => eprintln!("warning: {message}"),
-            }
+            ci.warn(&message);
         }
         if self.bar {
             let width = 30;
@@ -205,11 +202,11 @@ fn summary(reports: &[Report], counts: &Counts, seconds: f64) -> String {
     out.push_str("| dependency | repo | ref | commit | outcome |\n|---|---|---|---|---|\n");
     for r in reports {
         out.push_str(&format!(
-            "| `{}` | {} | `{}` | `{}` | {} |\n",
-            path_of(r),
-            r.repo,
-            r.git_ref,
-            r.commit.as_deref().map_or("", |c| &c[..c.len().min(7)]),
+            "| {} | {} | {} | {} | {} |\n",
+            markdown_code(&path_of(r)),
+            markdown(&r.repo),
+            markdown_code(&r.git_ref),
+            markdown_code(r.commit.as_deref().map_or("", |c| &c[..c.len().min(7)])),
             r.outcome.as_str()
         ));
     }

@@ -8,8 +8,7 @@ mod publish;
 
 use crate::ci::Ci;
 use crate::cli::{Cli, Command};
-use crate::error::{Error, Result};
-use std::io::Write;
+use crate::error::Result;
 
 /// Runs a parsed command line; returns the exit code of a command that ran.
 pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
@@ -24,21 +23,10 @@ pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
     }
 }
 
-/// Pretty JSON and a newline; the values printed here always serialise.
+/// Pretty JSON and a newline, safe to print under a runner
+/// ([`crate::ci::json_safe`]); the values printed here always serialise.
 fn json(value: &impl serde::Serialize) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
-    text
-}
-
-/// Writes a command's output to stdout. A closed pipe (`hoist changes |
-/// head -1`) is not an error: the reader took what it wanted.
-fn print_out(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::failed("cannot write to stdout").caused_by(e))
-        }
-        _ => Ok(()),
-    }
+    crate::ci::json_safe(text)
 }

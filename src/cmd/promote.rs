@@ -12,7 +12,7 @@
 
 use super::publish::mask_secrets;
 use crate::canary;
-use crate::ci::Ci;
+use crate::ci::{Ci, markdown, markdown_code};
 use crate::cli::{Format, PromoteArgs, RollbackArgs, StatusArgs};
 use crate::config::{Config, Overrides, parse_duration};
 use crate::error::{Error, Result};
@@ -201,6 +201,7 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         &sha,
         &tags,
         !args.allow_older,
+        ci,
     );
     let refused: Vec<String> = tags
         .iter()
@@ -270,19 +271,19 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         canaries: args.wait_for.clone(),
     };
     if args.dry_run {
-        return print_plan(&plan, args.format);
+        return print_plan(&plan, args.format, ci);
     }
 
     let mut canaries = Vec::new();
     if !moves.is_empty() && !args.wait_for.is_empty() {
-        eprintln!(
+        ci.say(&format!(
             "waiting up to {} for {} canar{} to report {}",
             args.timeout,
             args.wait_for.len(),
             if args.wait_for.len() == 1 { "y" } else { "ies" },
             &sha[..7]
-        );
-        let mut print = |canary: &canary::Canary| eprintln!("  {canary}");
+        ));
+        let mut print = |canary: &canary::Canary| ci.say(&format!("  {canary}"));
         canaries = runtime.block_on(canary::wait(
             &args.wait_for,
             &sha,
@@ -306,6 +307,7 @@ fn directions(
     sha: &str,
     tags: &[Tags],
     fetch: bool,
+    ci: &Ci,
 ) -> Vec<Direction> {
     let ancestry =
         |repo: &Repository, revision: &str| match git::descends_from(repo, sha, revision)? {
@@ -330,12 +332,12 @@ fn directions(
             && ancestry.is_none()
     });
     if fetch && unknown && repo.is_some() {
-        eprintln!("fetching history from origin, to tell whether latest would go backwards");
+        ci.say("fetching history from origin, to tell whether latest would go backwards");
         match git::fetch_history(root) {
             // The fetched objects are new to the open repository's view:
             // open it again.
             Ok(()) => known = of_all(git::open(root).ok().as_ref()),
-            Err(why) => eprintln!("  {why}"),
+            Err(why) => ci.say(&format!("  {why}")),
         }
     }
     tags.iter()
@@ -433,7 +435,7 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
         canaries: Vec::new(),
     };
     if args.dry_run {
-        return print_plan(&plan, args.format);
+        return print_plan(&plan, args.format, ci);
     }
     runtime.block_on(apply(&registry, &moves, &manifests))?;
     let report = Report::new(&plan, true, Vec::new(), &registry, started);
@@ -684,7 +686,7 @@ fn plan_lines(plan: &Plan) -> String {
     text
 }
 
-fn print_plan(plan: &Plan, format: Format) -> Result<u8> {
+fn print_plan(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
     match format {
         Format::Json => {
             #[derive(Serialize)]
@@ -693,7 +695,7 @@ fn print_plan(plan: &Plan, format: Format) -> Result<u8> {
                 #[serde(flatten)]
                 plan: &'a Plan,
             }
-            super::print_out(&super::json(&DryRun {
+            ci.out(&super::json(&DryRun {
                 dry_run: true,
                 plan,
             }))
@@ -714,7 +716,7 @@ fn print_plan(plan: &Plan, format: Format) -> Result<u8> {
                     plan.canaries.join(", ")
                 ));
             }
-            super::print_out(&text)
+            ci.out(&text)
         }
     }?;
     Ok(0)
@@ -761,7 +763,7 @@ fn print_report(report: &Report, format: Format, ci: &Ci) -> Result<u8> {
             // `canaries` of the plan are URLs; the report's are states.
             let mut value = serde_json::to_value(report).unwrap_or_default();
             value["canaries"] = serde_json::to_value(&report.canaries).unwrap_or_default();
-            super::print_out(&super::json(&value))?;
+            ci.out(&super::json(&value))?;
         }
         Format::Text => {
             let mut text = plan_lines(plan);
@@ -779,7 +781,7 @@ fn print_report(report: &Report, format: Format, ci: &Ci) -> Result<u8> {
                 report.moved,
                 report.retries
             ));
-            super::print_out(&text)?;
+            ci.out(&text)?;
         }
     }
     ci.set_output("promoted", if report.promoted { "true" } else { "false" })?;
@@ -793,10 +795,10 @@ fn print_report(report: &Report, format: Format, ci: &Ci) -> Result<u8> {
 fn summary(report: &Report) -> String {
     let plan = report.plan;
     let mut out = format!(
-        "### hoist {}\n\n`{}` in `{}`: {} tag(s) written in {:.1} s\n\n",
+        "### hoist {}\n\n{} in {}: {} tag(s) written in {:.1} s\n\n",
         plan.verb,
-        plan.source_tag.as_deref().unwrap_or_default(),
-        plan.registry,
+        markdown_code(plan.source_tag.as_deref().unwrap_or_default()),
+        markdown_code(&plan.registry.to_string()),
         report.moved,
         report.seconds
     );
@@ -804,21 +806,21 @@ fn summary(report: &Report) -> String {
     for image in &plan.images {
         if image.writes.is_empty() {
             out.push_str(&format!(
-                "| {} | `{LATEST}` | `{}` | already there |\n",
-                image.name,
-                short(&image.digest)
+                "| {} | `{LATEST}` | {} | already there |\n",
+                markdown(&image.name),
+                markdown_code(short(&image.digest))
             ));
         }
         for write in &image.writes {
             out.push_str(&format!(
-                "| {} | `{}` | {} | `{}` |\n",
-                image.name,
-                write.tag,
+                "| {} | {} | {} | {} |\n",
+                markdown(&image.name),
+                markdown_code(write.tag),
                 write
                     .from
                     .as_deref()
-                    .map_or("(none)".to_string(), |f| format!("`{}`", short(f))),
-                short(&write.to)
+                    .map_or("(none)".to_string(), |f| markdown_code(short(f))),
+                markdown_code(short(&write.to))
             ));
         }
     }
@@ -888,18 +890,16 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
                 registry: String,
                 images: &'a [ImageStatus],
             }
-            super::print_out(&super::json(&Document {
+            ci.out(&super::json(&Document {
                 registry: setup.target.to_string(),
                 images: &images,
             }))?;
         }
-        Format::Text => super::print_out(&status_text(&images))?,
+        Format::Text => ci.out(&status_text(&images))?,
     }
     for image in &images {
         for warning in &image.warnings {
-            if let Some(line) = ci.annotation("warning", None, warning) {
-                eprintln!("{line}");
-            }
+            ci.annotate("warning", None, warning);
         }
     }
     Ok(0)

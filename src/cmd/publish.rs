@@ -11,7 +11,7 @@ use super::build::{
     BuiltImage, DryRun, build_all, builder_name, describe, inputs, scan_all, short_id,
 };
 use super::changes::{PushSource, decide};
-use crate::ci::Ci;
+use crate::ci::{self, Ci, markdown, markdown_code};
 use crate::cli::{Format, PublishArgs};
 use crate::config::{Config, Overrides};
 use crate::context::{self, Context, Summary, human_bytes};
@@ -74,7 +74,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
 
     if args.dry_run {
         let sizes = scan_all(&contexts)?;
-        return dry_run(&plan, &sizes, &config, args.format);
+        return dry_run(&plan, &sizes, &config, args.format, ci);
     }
     if !plan.changes.selected() {
         return skipped(&plan, args.format, ci);
@@ -84,7 +84,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
         .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))?;
     let started = Instant::now();
     let registry = runtime.block_on(Registry::connect(&target, &env))?;
-    let existing = runtime.block_on(check_registry(&registry, &plan, args.force))?;
+    let existing = runtime.block_on(check_registry(&registry, &plan, args.force, ci))?;
     let to_build: Vec<String> = plan
         .images
         .iter()
@@ -120,7 +120,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
             build_all(connected, &build_plan, contexts, settings, ci).await
         })?;
     } else {
-        eprintln!("every image is already in the registry for this commit: nothing to build");
+        ci.say("every image is already in the registry for this commit: nothing to build");
     }
 
     let push_retries = Retries::default();
@@ -147,9 +147,7 @@ fn contexts_of(plan: &crate::build::Plan) -> Result<Vec<Context>> {
 }
 
 fn mask(ci: &Ci, secret: &Secret) {
-    if ci.actions {
-        eprintln!("::add-mask::{}", secret.expose());
-    }
+    ci.mask(secret.expose());
 }
 
 /// Tells the runner to mask every secret hoist may hold, before anything
@@ -175,7 +173,12 @@ pub(super) fn mask_secrets(config: &Config, ci: &Ci, env: &dyn Fn(&str) -> Optio
 
 /// What each image's `staging-<sha7>` names now; conflicts stop the run
 /// before anything is built.
-async fn check_registry(registry: &Registry, plan: &Plan, force: bool) -> Result<Vec<Existing>> {
+async fn check_registry(
+    registry: &Registry,
+    plan: &Plan,
+    force: bool,
+    ci: &Ci,
+) -> Result<Vec<Existing>> {
     let missing = if plan.registry.create_repos {
         Missing::Create
     } else {
@@ -187,7 +190,10 @@ async fn check_registry(registry: &Registry, plan: &Plan, force: bool) -> Result
             .ensure_repository(&image.repository, missing)
             .await?
         {
-            eprintln!("{}: repository {}: {created}", image.name, image.repository);
+            ci.say(&format!(
+                "{}: repository {}: {created}",
+                image.name, image.repository
+            ));
         }
         let found = registry
             .manifest(&image.repository, &image.staging_tag)
@@ -204,14 +210,14 @@ async fn check_registry(registry: &Registry, plan: &Plan, force: bool) -> Result
             }
         };
         match &existing {
-            Existing::Published { digest } => eprintln!(
+            Existing::Published { digest } => ci.say(&format!(
                 "{}: {} already names {} from this commit: nothing to push",
                 image.name, image.staging_reference, digest
-            ),
-            Existing::Replaced { digest } => eprintln!(
+            )),
+            Existing::Replaced { digest } => ci.say(&format!(
                 "{}: {} names {digest}, not built from this commit; --force: replacing it",
                 image.name, image.staging_reference
-            ),
+            )),
             _ => {}
         }
         judged.push(existing);
@@ -252,16 +258,14 @@ fn fetch_deps(jobs: &[deps::Job], parallel: usize, ci: &Ci) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
-    if ci.actions {
-        eprintln!("::group::deps ({} dependencies)", jobs.len());
-    }
+    ci.group(&format!("deps ({} dependencies)", jobs.len()));
     let started = Instant::now();
     let options = Options {
         jobs: parallel,
         tolerant: false,
     };
     let reports = deps::fetch_all(jobs, &options, |report| {
-        eprintln!(
+        let line = format!(
             "deps | {:<8} {}/{} {}@{}{}",
             report.outcome.as_str(),
             report.category.dir(),
@@ -274,22 +278,21 @@ fn fetch_deps(jobs: &[deps::Job], parallel: usize, ci: &Ci) -> Result<()> {
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default()
         );
+        ci.say(&ci::one_line(&line));
     });
-    if ci.actions {
-        eprintln!("::endgroup::");
-    }
+    ci.end_group();
     let failed: Vec<_> = reports
         .iter()
         .filter(|r| r.outcome == Outcome::Failed)
         .collect();
     let count = |outcome| reports.iter().filter(|r| r.outcome == outcome).count();
-    eprintln!(
+    ci.say(&format!(
         "deps: {} cloned, {} reused, {} failed in {:.2} s",
         count(Outcome::Cloned),
         count(Outcome::Reused),
         failed.len(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     if failed.is_empty() {
         return Ok(());
     }
@@ -315,10 +318,7 @@ fn warn_sizes(plan: &crate::build::Plan, sizes: &[Summary], ci: &Ci) {
     for (image, size) in plan.images.iter().zip(sizes) {
         if let Some(warning) = context::size_warning(size) {
             let text = format!("{}: {warning}", image.name);
-            match ci.annotation("warning", None, &text) {
-                Some(annotation) => eprintln!("{annotation}"),
-                None => eprintln!("warning: {text}"),
-            }
+            ci.warn(&text);
         }
     }
 }
@@ -398,15 +398,11 @@ async fn push_all(
     let mut published = Vec::new();
     let mut failures = Vec::new();
     for (name, lines, outcome) in outcomes {
-        if ci.actions {
-            eprintln!("::group::push {name}");
-        }
+        ci.group(&format!("push {name}"));
         for line in lines {
-            eprintln!("{name} | {line}");
+            ci.say(&format!("{name} | {}", ci::one_line(&line)));
         }
-        if ci.actions {
-            eprintln!("::endgroup::");
-        }
+        ci.end_group();
         match outcome {
             Ok(image) => published.push(image),
             Err(error) => failures.push(error),
@@ -607,10 +603,10 @@ async fn move_latest(
     Ok(outcome)
 }
 
-fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format) -> Result<u8> {
+fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format, ci: &Ci) -> Result<u8> {
     if format == Format::Json {
         let document = DryRun::new(plan, &plan.build.images, sizes);
-        return super::print_out(&super::json(&document)).map(|()| 0);
+        return ci.out(&super::json(&document)).map(|()| 0);
     }
     let mut text = format!("dry run: hoist publish of {} ({})\n", plan.sha7, plan.sha);
     text.push_str("\n1. changes\n");
@@ -666,7 +662,7 @@ fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format) -> R
         ));
     }
     text.push_str("\n5. read both tags back and report the registry's digests\n");
-    super::print_out(&text)?;
+    ci.out(&text)?;
     Ok(0)
 }
 
@@ -684,9 +680,9 @@ fn skipped(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
                 "sha7": plan.sha7,
                 "reason": reason,
             });
-            super::print_out(&super::json(&document))?;
+            ci.out(&super::json(&document))?;
         }
-        Format::Text => super::print_out(&format!("not published: {reason}\n"))?,
+        Format::Text => ci.out(&format!("not published: {reason}\n"))?,
     }
     ci.set_output("published", "false")?;
     ci.set_output("sha7", &plan.sha7)?;
@@ -726,7 +722,7 @@ fn report(
                 seconds,
                 images,
             };
-            super::print_out(&super::json(&document))?;
+            ci.out(&super::json(&document))?;
         }
         Format::Text => {
             let mut text = String::new();
@@ -765,7 +761,7 @@ fn report(
                 images.len(),
                 plan.sha7
             ));
-            super::print_out(&text)?;
+            ci.out(&text)?;
         }
     }
     ci.set_output("published", "true")?;
@@ -780,19 +776,19 @@ fn report(
 
 fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> String {
     let mut out = format!(
-        "### hoist publish\n\n{} image(s) of `{}` to `{}` in {seconds:.1} s ({retries} retried requests)\n\n",
+        "### hoist publish\n\n{} image(s) of {} to {} in {seconds:.1} s ({retries} retried requests)\n\n",
         images.len(),
-        plan.sha7,
-        plan.registry.target
+        markdown_code(&plan.sha7),
+        markdown_code(&plan.registry.target.to_string())
     );
     out.push_str("| image | tags | digest | size | build | push |\n|---|---|---|---|---|---|\n");
     for image in images {
-        let tags: Vec<String> = image.tags.iter().map(|t| format!("`{t}`")).collect();
+        let tags: Vec<String> = image.tags.iter().map(|t| markdown_code(t)).collect();
         out.push_str(&format!(
-            "| {} | {} | `{}` | {} | {} | {:.1} s |\n",
-            image.name,
+            "| {} | {} | {} | {} | {} | {:.1} s |\n",
+            markdown(&image.name),
             tags.join("<br>"),
-            short_id(&image.digest),
+            markdown_code(short_id(&image.digest)),
             image.size.map(human_bytes).unwrap_or_default(),
             if image.built {
                 format!("{:.1} s", image.build_seconds)

@@ -10,6 +10,7 @@ pub mod git_server;
 pub mod monorepo;
 pub mod moto;
 pub mod proxy;
+pub mod runner;
 
 use std::path::Path;
 use std::process::Command;

@@ -41,6 +41,9 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// How many of the heaviest parts [`Summary::biggest`] names.
 const BIGGEST: usize = 3;
+/// A directory is heavy when it holds at least 1/`HEAVY_SHARE` of the
+/// context's bytes.
+const HEAVY_SHARE: u64 = 20;
 
 /// A build context: a directory and the Dockerfile to build it with.
 #[derive(Debug, Clone)]
@@ -70,10 +73,13 @@ pub struct Summary {
     pub entries: u64,
     /// Bytes of file content (a hard link's content is sent once).
     pub bytes: u64,
-    /// The heaviest parts, heaviest first, at most three: for each of the
-    /// top-level entries that weigh most, the deepest directory (or file)
+    /// The heaviest directories, heaviest first, at most three: for each of
+    /// the top-level directories that weigh most, the deepest directory
     /// under it that holds more than half its bytes, which is what to put
     /// in `.dockerignore` (`services/web/node_modules/`, not `services/`).
+    /// Files are not named, nor a directory holding less than
+    /// 1/[`HEAVY_SHARE`] of the context: a warning about a 1 GiB context
+    /// that names a 13-byte file sends the reader the wrong way.
     pub biggest: Vec<Weight>,
 }
 
@@ -792,8 +798,13 @@ impl Tally {
     fn close(&mut self) {
         let dir = self.open.pop().expect("an open directory");
         let heaviest = match dir.heaviest {
-            // A child holding most of the bytes says more than its parent.
-            Some((bytes, weight)) if bytes > 0 && bytes * 2 > dir.bytes => weight,
+            // A child directory holding most of the bytes says more than
+            // its parent; a file is named by its directory.
+            Some((bytes, weight))
+                if bytes > 0 && bytes * 2 > dir.bytes && weight.path.ends_with('/') =>
+            {
+                weight
+            }
             _ => {
                 let mut path = dockerignore::lossy(&dir.rel).into_owned();
                 path.push('/');
@@ -812,10 +823,11 @@ impl Tally {
         }
         self.top
             .sort_by(|a, b| b.0.cmp(&a.0).then(a.1.path.cmp(&b.1.path)));
+        let heavy = self.summary.bytes.div_ceil(HEAVY_SHARE).max(1);
         self.summary.biggest = self
             .top
             .into_iter()
-            .filter(|(bytes, _)| *bytes > 0)
+            .filter(|(bytes, weight)| *bytes >= heavy && weight.path.ends_with('/'))
             .take(BIGGEST)
             .map(|(_, weight)| weight)
             .collect();
@@ -1014,8 +1026,10 @@ mod tests {
                 // services: 750, web 650 of it, node_modules 600 of that,
                 // and no child of node_modules holds more than half.
                 ("services/web/node_modules/", 600),
-                (".git/objects/pack", 700),
-                ("dump.sql", 400),
+                // .git: 710, objects 700 of it, and the file holding that
+                // is named by its directory.
+                (".git/objects/", 700),
+                // dump.sql (400) is a file; src/ (20) is under 1/20.
             ]
         );
     }
@@ -1033,7 +1047,25 @@ mod tests {
         }
         let summary = tally.finish();
         assert_eq!(summary.dirs, 1);
-        assert_eq!(weights(&summary), [("build/keep/", 20), ("src/x", 1)]);
+        // src/ holds 1 of 21 bytes: not heavy.
+        assert_eq!(weights(&summary), [("build/keep/", 20)]);
+    }
+
+    /// The reference case: a context of one heavy directory beside the
+    /// Dockerfile and a few small files names the directory alone.
+    #[test]
+    fn small_files_are_never_among_the_heaviest() {
+        let mut tally = Tally::default();
+        for (rel, kind) in [
+            ("Dockerfile", file(13)),
+            ("README.md", file(13)),
+            ("node_modules", Kind::Dir),
+            ("node_modules/big.bin", file(5000)),
+            ("node_modules/small.js", file(10)),
+        ] {
+            tally.add(&entry(rel, kind));
+        }
+        assert_eq!(weights(&tally.finish()), [("node_modules/", 5010)]);
     }
 
     #[test]

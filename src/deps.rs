@@ -1037,9 +1037,17 @@ fn failure(remote: &Remote, e: &git2::Error) -> Failure {
     let message = e.message();
     let name = &remote.name;
     let url = gitmodules::redact(&remote.url);
+    // A submodule is named by its URL, which its message already shows.
+    let (server, not_found) = match *name == url {
+        true => ("the server".to_string(), format!("no repository at {url}")),
+        false => (
+            name.clone(),
+            format!("repository {name} not found at {url}"),
+        ),
+    };
     let text = if message.contains(AUTH_REQUIRED) {
         format!(
-            "{name} needs authentication, and {}",
+            "{server} needs authentication, and {}",
             remote.token.missing()
         )
     } else if message.contains(AUTH_REJECTED) || e.code() == git2::ErrorCode::Auth {
@@ -1048,7 +1056,7 @@ fn failure(remote: &Remote, e: &git2::Error) -> Failure {
             remote.token.variable().unwrap_or("the token variable")
         )
     } else if message.contains("status code: 404") {
-        format!("repository {name} not found at {url}")
+        not_found
     } else {
         format!("fetching {url}: {message}")
     };

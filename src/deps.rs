@@ -822,6 +822,12 @@ impl Checkout<'_> {
             };
             let url = gitmodules::resolve(url, &remote.url)
                 .map_err(|why| Failure::fatal(format!("submodule {place}: its URL {why}")))?;
+            let url = self
+                .job
+                .origins
+                .iter()
+                .find_map(|o| gitmodules::over_provider(&url, &o.base_url))
+                .unwrap_or(url);
             let owner = self
                 .job
                 .origins

@@ -668,7 +668,8 @@ fn submodules_are_fetched_at_their_commits_recursively_with_the_right_tokens() {
     let gitmodules = format!(
         "[submodule \"lib\"]\n\tpath = libs/lib\n\turl = ../lib.git\n\
          [submodule \"same\"]\n\tpath = vendor/same\n\turl = {}\n\
-         [submodule \"ext\"]\n\tpath = vendor/ext\n\turl = {}\n",
+         [submodule \"ext\"]\n\tpath = vendor/ext\n\turl = {}\n\
+         [submodule \"ssh\"]\n\tpath = vendor/ssh\n\turl = git@127.0.0.1:org/leaf.git\n",
         server.repo_url("org/leaf.git"),
         foreign.repo_url("ext/ext.git"),
     );
@@ -683,6 +684,8 @@ fn submodules_are_fetched_at_their_commits_recursively_with_the_right_tokens() {
             ("libs/lib", &lib),
             ("vendor/same", &leaf.shas[1]),
             ("vendor/ext", ext.head()),
+            // An ssh URL of the provider's host goes through the provider.
+            ("vendor/ssh", leaf.head()),
         ],
     );
     world.manifest(r#"{"plugins": [{"name": "app", "repo": "org/app", "private": true}]}"#);
@@ -706,6 +709,10 @@ fn submodules_are_fetched_at_their_commits_recursively_with_the_right_tokens() {
         "vendor/same/file-002.txt",
         "vendor/same/sub/file-003.txt",
         "vendor/ext/file-000.txt",
+        "vendor/ssh/file-000.txt",
+        "vendor/ssh/sub/file-001.txt",
+        "vendor/ssh/file-002.txt",
+        "vendor/ssh/sub/file-003.txt",
     ]
     .map(String::from)
     .to_vec();
@@ -713,6 +720,7 @@ fn submodules_are_fetched_at_their_commits_recursively_with_the_right_tokens() {
     assert_eq!(tree(&dir), expected);
     assert!(read(&dir.join("libs/lib/deep/file-000.txt")).contains("commit 1"));
     assert!(read(&dir.join("vendor/same/file-000.txt")).contains("commit 2"));
+    assert!(read(&dir.join("vendor/ssh/file-000.txt")).contains("commit 3"));
     assert!(git_dirs(&dir).is_empty(), "{:?}", git_dirs(&dir));
 
     let marker: serde_json::Value =
@@ -733,6 +741,7 @@ fn submodules_are_fetched_at_their_commits_recursively_with_the_right_tokens() {
             ("libs/lib/deep", leaf.shas[0].as_str()),
             ("vendor/ext", ext.head()),
             ("vendor/same", leaf.shas[1].as_str()),
+            ("vendor/ssh", leaf.head()),
         ]
         .map(|(p, c)| (p.to_string(), c.to_string()))
         .to_vec()

@@ -193,6 +193,32 @@ pub fn resolve(url: &str, superproject: &str) -> Result<String, String> {
     Ok(format!("{root}{path}/{}", rest.trim_end_matches('/')))
 }
 
+/// An ssh URL (`git@host:org/x.git`, `ssh://git@host/org/x.git`) as the
+/// same repository under `base_url`, when that provider's host is the
+/// URL's: .gitmodules often name submodules for developers, who push over
+/// ssh, while hoist fetches over https with the provider's token.
+pub fn over_provider(url: &str, base_url: &str) -> Option<String> {
+    let (host, path) = if let Some(rest) = url.strip_prefix("ssh://") {
+        let (authority, path) = rest.split_once('/')?;
+        let host = authority.rsplit('@').next()?;
+        (host.split(':').next()?, path)
+    } else if !url.contains("://") {
+        let (authority, path) = url.split_once(':')?;
+        if authority.contains('/') {
+            return None;
+        }
+        (authority.rsplit('@').next()?, path)
+    } else {
+        return None;
+    };
+    let base = base_url.trim_end_matches('/');
+    let base_host = base.split_once("://")?.1.split('/').next()?;
+    let base_host = base_host.rsplit('@').next()?.split(':').next()?;
+    let path = path.trim_start_matches('/');
+    (!host.is_empty() && host.eq_ignore_ascii_case(base_host) && !path.is_empty())
+        .then(|| format!("{base}/{path}"))
+}
+
 /// Whether `url` is under `base_url` (a provider's): the same text up to a
 /// `/`, so that `https://git.example.com.evil` is not under
 /// `https://git.example.com`.
@@ -296,6 +322,25 @@ mod tests {
             resolve("../b.git", "file:///srv/git/org/a.git").unwrap(),
             "file:///srv/git/org/b.git"
         );
+    }
+
+    #[test]
+    fn ssh_urls_of_a_providers_host_go_through_the_provider() {
+        let base = "https://github.com";
+        for url in [
+            "git@github.com:org/x.git",
+            "ssh://git@github.com/org/x.git",
+            "ssh://git@github.com:22/org/x.git",
+        ] {
+            assert_eq!(
+                over_provider(url, base).as_deref(),
+                Some("https://github.com/org/x.git"),
+                "{url}"
+            );
+        }
+        assert_eq!(over_provider("git@gitlab.com:org/x.git", base), None);
+        assert_eq!(over_provider("https://github.com/org/x.git", base), None);
+        assert_eq!(over_provider("/srv/git/x.git", base), None);
     }
 
     #[test]

@@ -241,6 +241,15 @@ pub fn check(url: &str, configured: bool) -> Result<(), String> {
             return Err("its URL carries credentials, which hoist does not use".into());
         }
     }
+    // `a/../../b` would leave a provider's base path once the server
+    // normalises it, while still looking under it here.
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if path
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        return Err("its URL has '.' or '..' segments past its start".into());
+    }
     match scheme {
         Some("https" | "http") => Ok(()),
         Some("file") | None if configured => Ok(()),

@@ -773,8 +773,9 @@ fn a_submodule_that_cannot_be_fetched_fails_its_dependency_by_name() {
     let Some(server) = world.serve(ServerOptions::default()) else {
         return;
     };
+    let locked_root = tempfile::tempdir().unwrap();
     let Some(locked) = GitServer::start(
-        tempfile::tempdir().unwrap().path(),
+        locked_root.path(),
         ServerOptions {
             token: Some("someone-elses".into()),
             ..ServerOptions::default()

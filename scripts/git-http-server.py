@@ -3,7 +3,7 @@
 
     python3 scripts/git-http-server.py --root DIR [--port 0] [--token TOKEN]
         [--token-env VAR] [--public ORG/NAME.git]... [--delay-ms N] [--fail-first N]
-        [--log FILE] [--verbose]
+        [--log FILE] [--lfs-corrupt OID]... [--verbose]
 
 Serves every bare repository under DIR at http://127.0.0.1:PORT/<path
 relative to DIR> (for example /org/name.git/info/refs?service=git-upload-pack)
@@ -35,9 +35,18 @@ Python 3.11 standard library only.
   (a flaky forge, for retry tests).
 - `--log FILE`: append one JSON line per request, written before the response
   is sent: {"method", "path", "query", "status", "bytes", "command"}, where
-  bytes is the response body's size and command is, for POSTs to
+  bytes is the response body's size, auth whether the request carried an
+  Authorization header, and command is, for POSTs to
   git-upload-pack, "ls-refs" or "fetch" (protocol v2 sends both as POSTs;
   protocol v0, which libgit2 speaks, POSTs only to fetch), otherwise null.
+- Git LFS (the batch API, `basic` transfer, download only):
+  `POST <repo>/info/lfs/objects/batch` answers for each object stored at
+  `<repo dir>/lfs/objects/<oid[0:2]>/<oid[2:4]>/<oid>` (git-lfs's own layout)
+  with a download action on this server, whose `header` carries the
+  request's `Authorization` (as Gitea does), or with a 404 object error;
+  `GET <repo>/info/lfs/objects/<oid>` serves the object. Both are under
+  the same `--token`/`--public` rules as git; `--lfs-corrupt OID`
+  (repeatable) serves that object with its first byte changed.
 - Quiet: no per-request output on stderr unless `--verbose`. Exits with
   status 0 on SIGTERM or SIGINT.
 """
@@ -62,8 +71,11 @@ import zlib
 # The paths http-backend answers, after the repository's own path.
 SERVICE_PATH = re.compile(
     r"^/(?P<repo>.+?)/(?:HEAD|info/refs|git-upload-pack|git-receive-pack"
-    r"|objects/.+)$"
+    r"|objects/.+|info/lfs/objects/batch|info/lfs/objects/[0-9a-f]{64})$"
 )
+LFS_BATCH = "/info/lfs/objects/batch"
+LFS_OBJECT = re.compile(r"/info/lfs/objects/(?P<oid>[0-9a-f]{64})$")
+LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 
 # The only GIT_* variables of the server's own environment passed on to the
 # backend: a GIT_DIR or similar inherited from a hook would point it elsewhere.
@@ -83,6 +95,7 @@ class Config:
         self.delay = args.delay_ms / 1000.0
         self.failures_left = args.fail_first
         self.log_path = args.log
+        self.lfs_corrupt = set(args.lfs_corrupt)
         self.verbose = args.verbose
         self.log_lock = threading.Lock()
         exec_path = subprocess.run(
@@ -204,6 +217,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "query": query,
             "status": 0,
             "bytes": 0,
+            "auth": bool(self.headers.get("Authorization")),
             "command": None,
         }
         with self.config.log_lock:
@@ -239,6 +253,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         if repo is None or not os.path.isdir(os.path.join(self.config.root, repo)):
             self.reply(record, 404, "Not Found", [], b"repository not found\n")
+            return
+
+        if path.endswith(LFS_BATCH) or LFS_OBJECT.search(path):
+            self.serve_lfs(record, path, repo, body)
             return
 
         upload_pack_post = self.command == "POST" and path.endswith("/git-upload-pack")
@@ -295,6 +313,61 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(record, 500, "Internal Server Error", [], b"backend failed\n")
             return
         self.reply(record, status, reason, headers, out)
+
+    def lfs_path(self, repo, oid):
+        return os.path.join(self.config.root, repo, "lfs", "objects", oid[0:2], oid[2:4], oid)
+
+    def serve_lfs(self, record, path, repo, body):
+        json_type = [("Content-Type", LFS_MEDIA_TYPE)]
+        if path.endswith(LFS_BATCH):
+            if self.command != "POST":
+                self.reply(record, 405, "Method Not Allowed", [], b"")
+                return
+            try:
+                request = json.loads(body)
+                objects = request["objects"]
+            except (ValueError, KeyError, TypeError):
+                answer = json.dumps({"message": "invalid batch request"}).encode()
+                self.reply(record, 422, "Unprocessable Entity", json_type, answer)
+                return
+            base = "http://127.0.0.1:%d/%s" % (self.server.server_address[1], repo)
+            header = {}
+            if self.headers.get("Authorization"):
+                header["Authorization"] = self.headers["Authorization"]
+            answers = []
+            for obj in objects:
+                oid, size = str(obj.get("oid", "")), obj.get("size")
+                stored = self.lfs_path(repo, oid) if re.fullmatch(r"[0-9a-f]{64}", oid) else None
+                if stored and os.path.isfile(stored) and os.path.getsize(stored) == size:
+                    answers.append({
+                        "oid": oid,
+                        "size": size,
+                        "authenticated": True,
+                        "actions": {"download": {
+                            "href": "%s/info/lfs/objects/%s" % (base, oid),
+                            "header": header,
+                            "expires_in": 3600,
+                        }},
+                    })
+                else:
+                    answers.append({
+                        "oid": oid,
+                        "size": size,
+                        "error": {"code": 404, "message": "Object does not exist"},
+                    })
+            answer = json.dumps({"transfer": "basic", "objects": answers}).encode()
+            self.reply(record, 200, "OK", json_type, answer)
+            return
+        oid = LFS_OBJECT.search(path).group("oid")
+        stored = self.lfs_path(repo, oid)
+        if self.command != "GET" or not os.path.isfile(stored):
+            self.reply(record, 404, "Not Found", [], b"no such object\n")
+            return
+        with open(stored, "rb") as f:
+            data = f.read()
+        if oid in self.config.lfs_corrupt and data:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        self.reply(record, 200, "OK", [("Content-Type", "application/octet-stream")], data)
 
     def reply(self, record, status, reason, headers, body):
         record["status"] = status
@@ -379,6 +452,13 @@ def main():
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--log", help="append one JSON line per request")
+    parser.add_argument(
+        "--lfs-corrupt",
+        action="append",
+        default=[],
+        metavar="OID",
+        help="serve this LFS object with a changed byte (repeatable)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     if not os.path.isdir(args.root):

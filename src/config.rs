@@ -77,6 +77,9 @@ struct FileGit {
     /// The provider of entries that name none.
     provider: Option<String>,
     providers: Option<BTreeMap<String, Provider>>,
+    /// Whether Git LFS files are fetched for entries and providers that do
+    /// not say.
+    lfs: Option<bool>,
 }
 
 /// Where a provider's repositories are cloned from, and the environment
@@ -86,6 +89,10 @@ struct FileGit {
 pub struct Provider {
     pub base_url: String,
     pub token_env: Option<String>,
+    /// Whether Git LFS files of this provider's repositories are fetched;
+    /// `None` defers to `git.lfs`.
+    #[serde(default)]
+    pub lfs: Option<bool>,
 }
 
 /// Values given on the command line, which win over everything else.
@@ -107,6 +114,9 @@ pub struct GitConfig {
     /// The provider of entries that name none.
     pub default_provider: String,
     pub providers: BTreeMap<String, Provider>,
+    /// `git.lfs`: whether Git LFS files are fetched when neither the entry
+    /// nor its provider says (default false: they fail the entry instead).
+    pub lfs: bool,
 }
 
 /// The resolved configuration. Paths are relative to the current directory
@@ -232,6 +242,7 @@ impl Config {
                 let provider = Provider {
                     base_url: base_url.to_string(),
                     token_env: Some(token_env.to_string()),
+                    lfs: None,
                 };
                 (name.to_string(), provider)
             })
@@ -279,6 +290,7 @@ impl Config {
             git: GitConfig {
                 default_provider,
                 providers,
+                lfs: file_git.lfs.unwrap_or(false),
             },
             registry: overrides
                 .registry

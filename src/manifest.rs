@@ -6,7 +6,8 @@
 //! comments have appeared and must not break parsing. An entry has `name`
 //! (the directory, unique within its category), `repo` (`org/repo`: no
 //! host, no token), `ref` (default `main`: a branch, a tag or a 40-hex
-//! commit sha), `private` (default false) and an optional `provider`; other
+//! commit sha), `private` (default false), an optional `provider` and an
+//! optional `lfs` (fetch Git LFS files; unset defers to hoist.yaml); other
 //! keys are ignored.
 
 use crate::error::{Error, Location, Result};
@@ -116,6 +117,9 @@ pub struct Dependency {
     pub private: bool,
     /// The provider named in the entry; `None` means the default one.
     pub provider: Option<String>,
+    /// `lfs` of the entry: fetch Git LFS files; `None` defers to the
+    /// provider and `git.lfs` of hoist.yaml.
+    pub lfs: Option<bool>,
     /// The line of the entry's `name` in the manifest, for messages.
     pub line: usize,
 }
@@ -144,6 +148,7 @@ struct RawEntry {
     #[serde(default)]
     private: bool,
     provider: Option<String>,
+    lfs: Option<bool>,
 }
 
 /// Reads and validates a manifest file.
@@ -223,6 +228,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Dependency>> {
                 git_ref,
                 private: entry.private,
                 provider: entry.provider.clone(),
+                lfs: entry.lfs,
                 line,
             });
         }
@@ -316,7 +322,7 @@ mod tests {
   // a comment line
   "plugins": [
     {"name": "a", "repo": "org/a"},
-    {"name": "b", "repo": "org/b.git", "ref": "v1.2.0", "private": true, "provider": "github", "runtime": "x"}
+    {"name": "b", "repo": "org/b.git", "ref": "v1.2.0", "private": true, "provider": "github", "lfs": true, "runtime": "x"}
   ],
   "org_templates": [{"name": "a", "repo": "org/a-tpl", "ref": "0123456789abcdef0123456789abcdef01234567"}]
 }"#,
@@ -336,9 +342,10 @@ mod tests {
         );
         let b = &deps[2];
         assert_eq!(
-            (b.repo.as_str(), b.private, b.provider.as_deref()),
-            ("org/b", true, Some("github"))
+            (b.repo.as_str(), b.private, b.provider.as_deref(), b.lfs),
+            ("org/b", true, Some("github"), Some(true))
         );
+        assert_eq!(a.lfs, None);
         assert_eq!(b.target(Path::new("out")), Path::new("out/plugins/b"));
     }
 

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::git_server::{BareRepo, GitServer, ServerOptions, bare_repo, upload_pack_posts};
+use common::git_server::{
+    BareRepo, GitServer, ServerOptions, bare_repo, bare_repo_with, lfs_object, requests,
+    upload_pack_posts,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -602,5 +605,459 @@ fn a_provider_from_hoist_yaml_brings_its_own_url_and_token() {
     assert!(
         stderr(&out)
             .contains("team/elsewhere needs authentication, and OTHER_FORGE_TOKEN is not set")
+    );
+}
+
+/// Every path under `dir` named `.git` (a submodule checkout has one).
+fn git_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == ".git") {
+            found.push(path.clone());
+        }
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(git_dirs(&path));
+        }
+    }
+    found
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn submodules_are_fetched_at_their_commits_recursively_with_the_right_tokens() {
+    let world = World::new();
+    // A second forge on another port: no provider's, so no token goes there.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ext = bare_repo(elsewhere.path(), "ext/ext.git", 1, 1);
+    let Some(foreign) = GitServer::start(
+        elsewhere.path(),
+        ServerOptions {
+            log: Some(elsewhere.path().join("requests.jsonl")),
+            ..ServerOptions::default()
+        },
+    ) else {
+        return;
+    };
+    let log = world.repos.path().join("requests.jsonl");
+    let Some(server) = world.serve(ServerOptions {
+        token: Some(TOKEN.into()),
+        log: Some(log.clone()),
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    // leaf: pinned below its tip, on a server that refuses a bare sha (the
+    // full-fetch fallback); lib: a relative URL, with leaf nested in it.
+    let leaf = world.repo("leaf");
+    let lib = bare_repo_with(
+        world.repos.path(),
+        "org/lib.git",
+        &[
+            ("lib.txt", b"the lib\n"),
+            (
+                ".gitmodules",
+                b"[submodule \"deep\"]\n\tpath = deep\n\turl = ../leaf.git\n",
+            ),
+        ],
+        &[("deep", &leaf.shas[0])],
+    );
+    let gitmodules = format!(
+        "[submodule \"lib\"]\n\tpath = libs/lib\n\turl = ../lib.git\n\
+         [submodule \"same\"]\n\tpath = vendor/same\n\turl = {}\n\
+         [submodule \"ext\"]\n\tpath = vendor/ext\n\turl = {}\n\
+         [submodule \"ssh\"]\n\tpath = vendor/ssh\n\turl = git@127.0.0.1:org/leaf.git\n",
+        server.repo_url("org/leaf.git"),
+        foreign.repo_url("ext/ext.git"),
+    );
+    let app = bare_repo_with(
+        world.repos.path(),
+        "org/app.git",
+        &[
+            ("README.md", b"app\n"),
+            (".gitmodules", gitmodules.as_bytes()),
+        ],
+        &[
+            ("libs/lib", &lib),
+            ("vendor/same", &leaf.shas[1]),
+            ("vendor/ext", ext.head()),
+            // An ssh URL of the provider's host goes through the provider.
+            ("vendor/ssh", leaf.head()),
+        ],
+    );
+    world.manifest(r#"{"plugins": [{"name": "app", "repo": "org/app", "private": true}]}"#);
+
+    let out = world.deps(server.url(), Some(TOKEN), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(entry(&json(&out), "plugins", "app")["commit"], app.as_str());
+    let dir = world.out().join("plugins/app");
+    let mut expected: Vec<String> = [
+        ".gitmodules",
+        ".hoist-dep.json",
+        "README.md",
+        "libs/lib/.gitmodules",
+        "libs/lib/lib.txt",
+        "libs/lib/deep/file-000.txt",
+        "libs/lib/deep/sub/file-001.txt",
+        "libs/lib/deep/file-002.txt",
+        "libs/lib/deep/sub/file-003.txt",
+        "vendor/same/file-000.txt",
+        "vendor/same/sub/file-001.txt",
+        "vendor/same/file-002.txt",
+        "vendor/same/sub/file-003.txt",
+        "vendor/ext/file-000.txt",
+        "vendor/ssh/file-000.txt",
+        "vendor/ssh/sub/file-001.txt",
+        "vendor/ssh/file-002.txt",
+        "vendor/ssh/sub/file-003.txt",
+    ]
+    .map(String::from)
+    .to_vec();
+    expected.sort();
+    assert_eq!(tree(&dir), expected);
+    assert!(read(&dir.join("libs/lib/deep/file-000.txt")).contains("commit 1"));
+    assert!(read(&dir.join("vendor/same/file-000.txt")).contains("commit 2"));
+    assert!(read(&dir.join("vendor/ssh/file-000.txt")).contains("commit 3"));
+    assert!(git_dirs(&dir).is_empty(), "{:?}", git_dirs(&dir));
+
+    let marker: serde_json::Value =
+        serde_json::from_str(&read(&dir.join(".hoist-dep.json"))).unwrap();
+    let recorded: Vec<(String, String)> = marker["submodules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let field = |k: &str| s[k].as_str().unwrap().to_string();
+            (field("path"), field("commit"))
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("libs/lib", lib.as_str()),
+            ("libs/lib/deep", leaf.shas[0].as_str()),
+            ("vendor/ext", ext.head()),
+            ("vendor/same", leaf.shas[1].as_str()),
+            ("vendor/ssh", leaf.head()),
+        ]
+        .map(|(p, c)| (p.to_string(), c.to_string()))
+        .to_vec()
+    );
+
+    // The token went to its provider's server, and never to the other one.
+    assert!(requests(&log).iter().any(|r| r["auth"] == true));
+    let foreign_requests = requests(&elsewhere.path().join("requests.jsonl"));
+    assert!(!foreign_requests.is_empty());
+    assert!(
+        foreign_requests.iter().all(|r| r["auth"] == false),
+        "{foreign_requests:?}"
+    );
+    let mut everything = all_bytes(&world.out());
+    everything.extend(&out.stdout);
+    everything.extend(&out.stderr);
+    assert!(!contains(&everything, TOKEN), "the token leaked");
+
+    // The parent's commit pins its submodules: a re-run reuses the tree.
+    let out = world.deps(server.url(), Some(TOKEN), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 reused"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_submodule_that_cannot_be_fetched_fails_its_dependency_by_name() {
+    let world = World::new();
+    let lib = world.repo("lib");
+    let Some(server) = world.serve(ServerOptions::default()) else {
+        return;
+    };
+    let locked_root = tempfile::tempdir().unwrap();
+    let Some(locked) = GitServer::start(
+        locked_root.path(),
+        ServerOptions {
+            token: Some("someone-elses".into()),
+            ..ServerOptions::default()
+        },
+    ) else {
+        return;
+    };
+    let with = |name: &str, gitmodules: &str, link: &str| {
+        bare_repo_with(
+            world.repos.path(),
+            &format!("org/{name}.git"),
+            &[("a.txt", b"a\n"), (".gitmodules", gitmodules.as_bytes())],
+            &[(link, lib.head())],
+        );
+    };
+    with(
+        "gone",
+        "[submodule \"x\"]\n\tpath = libs/gone\n\turl = ../missing.git\n",
+        "libs/gone",
+    );
+    with("unlisted", "", "libs/unlisted");
+    with(
+        "local",
+        "[submodule \"x\"]\n\tpath = etc\n\turl = file:///etc\n",
+        "etc",
+    );
+    let locked_url = locked.repo_url("team/x.git").replace("://", "://user:pw@");
+    with(
+        "creds",
+        &format!("[submodule \"x\"]\n\tpath = x\n\turl = {locked_url}\n"),
+        "x",
+    );
+    with(
+        "foreign",
+        &format!(
+            "[submodule \"x\"]\n\tpath = x\n\turl = {}\n",
+            locked.repo_url("team/x.git")
+        ),
+        "x",
+    );
+    world.manifest(
+        r#"{"plugins": [
+  {"name": "gone", "repo": "org/gone"},
+  {"name": "unlisted", "repo": "org/unlisted"},
+  {"name": "local", "repo": "org/local"},
+  {"name": "creds", "repo": "org/creds"},
+  {"name": "foreign", "repo": "org/foreign"}
+]}"#,
+    );
+    let out = world.deps(server.url(), Some(TOKEN), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("5 of 5 dependencies failed"), "{err}");
+    for expect in [
+        format!(
+            "submodule libs/gone ({0}/org/missing.git): no repository at {0}/org/missing.git",
+            server.url()
+        ),
+        "submodule libs/unlisted: .gitmodules has no entry for it".into(),
+        "submodule etc (file:///etc): a local URL".into(),
+        "carries credentials".into(),
+        format!(
+            "submodule x ({}): the server needs authentication, and its URL is under no configured provider's base URL",
+            locked.repo_url("team/x.git"),
+        ),
+    ] {
+        assert!(err.contains(&expect), "{expect}\n{err}");
+    }
+    assert!(!err.contains("user:pw"), "{err}");
+    assert!(!err.contains(TOKEN), "{err}");
+    assert!(!world.out().join("plugins/gone").exists(), "no half tree");
+}
+
+#[test]
+fn lfs_files_are_fetched_with_the_token_when_opted_in() {
+    let world = World::new();
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let lib_object = b"the library's LFS object\n".to_vec();
+    let lib_dir = world.repos.path().join("org/assetlib.git");
+    let lib_pointer = lfs_object(&lib_dir, &lib_object);
+    let lib = bare_repo_with(
+        world.repos.path(),
+        "org/assetlib.git",
+        &[("model.bin", lib_pointer.as_bytes())],
+        &[],
+    );
+    let pointer = lfs_object(&world.repos.path().join("org/assets.git"), &big);
+    let script = lfs_object(
+        &world.repos.path().join("org/assets.git"),
+        b"#!/bin/sh\necho hi\n",
+    );
+    bare_repo_with(
+        world.repos.path(),
+        "org/assets.git",
+        &[
+            ("big.bin", pointer.as_bytes()),
+            ("copy/big.bin", pointer.as_bytes()),
+            ("run.sh", script.as_bytes()),
+            ("notes.txt", b"plain\n"),
+            (
+                ".gitmodules",
+                b"[submodule \"lib\"]\n\tpath = lib\n\turl = ../assetlib.git\n",
+            ),
+        ],
+        &[("lib", &lib)],
+    );
+    let log = world.repos.path().join("requests.jsonl");
+    let Some(server) = world.serve(ServerOptions {
+        token: Some(TOKEN.into()),
+        log: Some(log.clone()),
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    world.manifest(
+        r#"{"plugins": [{"name": "assets", "repo": "org/assets", "private": true, "lfs": true}]}"#,
+    );
+    let check = |out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+        let dir = world.out().join("plugins/assets");
+        assert!(std::fs::read(dir.join("big.bin")).unwrap() == big);
+        assert!(std::fs::read(dir.join("copy/big.bin")).unwrap() == big);
+        assert_eq!(read(&dir.join("run.sh")), "#!/bin/sh\necho hi\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "run.sh keeps its executable bit");
+        assert_eq!(read(&dir.join("notes.txt")), "plain\n");
+        assert_eq!(
+            std::fs::read(dir.join("lib/model.bin")).unwrap(),
+            lib_object
+        );
+        let marker: serde_json::Value =
+            serde_json::from_str(&read(&dir.join(".hoist-dep.json"))).unwrap();
+        assert_eq!(marker["lfs_files"], 4);
+        let mut everything = all_bytes(&world.out());
+        everything.extend(&out.stdout);
+        everything.extend(&out.stderr);
+        assert!(!contains(&everything, TOKEN), "the token leaked");
+    };
+    let out = world.deps(server.url(), Some(TOKEN), &[]);
+    check(&out);
+    let batches: Vec<serde_json::Value> = requests(&log)
+        .into_iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("/info/lfs/objects/batch")
+        })
+        .collect();
+    assert_eq!(batches.len(), 2, "one batch per repository: {batches:?}");
+    assert!(
+        batches
+            .iter()
+            .all(|r| r["auth"] == true && r["status"] == 200)
+    );
+
+    // The same, opted in by hoist.yaml for every entry.
+    std::fs::remove_dir_all(world.out()).unwrap();
+    std::fs::write(
+        world.project.path().join("hoist.yaml"),
+        "git:\n  lfs: true\n",
+    )
+    .unwrap();
+    world.manifest(r#"{"plugins": [{"name": "assets", "repo": "org/assets", "private": true}]}"#);
+    check(&world.deps(server.url(), Some(TOKEN), &[]));
+}
+
+#[test]
+fn lfs_files_fail_their_dependency_unless_fetched_and_verified() {
+    let world = World::new();
+    let repo_dir = world.repos.path().join("org/media.git");
+    let pointers: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let content = format!("object {i}\n");
+            (
+                format!("media/clip-{i:02}.bin"),
+                lfs_object(&repo_dir, content.as_bytes()),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &[u8])> = pointers
+        .iter()
+        .map(|(path, pointer)| (path.as_str(), pointer.as_bytes()))
+        .collect();
+    bare_repo_with(world.repos.path(), "org/media.git", &files, &[]);
+    let corrupt = pointers[3]
+        .1
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("oid sha256:");
+    let Some(server) = world.serve(ServerOptions {
+        lfs_corrupt: vec![corrupt.to_string()],
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+
+    // Not opted in: a failure that names the files and what to do.
+    world.manifest(r#"{"plugins": [{"name": "media", "repo": "org/media"}]}"#);
+    let out = world.deps(server.url(), None, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("org/media has Git LFS files, which would ship as pointer text: media/clip-00.bin, media/clip-01.bin"),
+        "{err}"
+    );
+    assert!(err.contains("media/clip-09.bin, and 2 more"), "{err}");
+    assert!(!err.contains("clip-10"), "{err}");
+    assert!(err.contains(r#"set "lfs": true on the entry"#), "{err}");
+    assert!(!world.out().join("plugins/media").exists());
+
+    // Opted in, but one object is not what its pointer says.
+    world.manifest(r#"{"plugins": [{"name": "media", "repo": "org/media", "lfs": true}]}"#);
+    let out = world.deps(server.url(), None, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the LFS object of media/clip-03.bin in org/media"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("not the pointer's 9 bytes with sha256 {corrupt}")),
+        "{err}"
+    );
+    assert!(!world.out().join("plugins/media").exists());
+}
+
+#[test]
+fn a_base_url_without_a_scheme_is_an_input_error() {
+    let world = World::new();
+    world.manifest(
+        r#"{"plugins": [{"name": "a", "repo": "org/a"}, {"name": "b", "repo": "org/b"}]}"#,
+    );
+    let out = world.deps("git.example.com", None, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "error: the base URL 'git.example.com' of provider 'moleculesai' has no scheme"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: write it with its scheme, e.g. 'https://git.example.com'"),
+        "{err}"
+    );
+    assert!(!err.contains("unsupported URL protocol"), "{err}");
+    assert!(!world.out().exists(), "nothing is fetched");
+}
+
+#[test]
+fn an_empty_token_variable_is_reported_as_empty() {
+    let world = World::new();
+    world.repo("private");
+    world.manifest(r#"{"plugins": [{"name": "private", "repo": "org/private", "private": true}]}"#);
+    let Some(server) = world.serve(ServerOptions {
+        token: Some(TOKEN.into()),
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    let out = world.deps(server.url(), Some(""), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "org/private needs authentication, and {TOKEN_ENV} is set but empty"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = world.deps(server.url(), Some(""), &["--tolerant"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "skipped plugins/private: private, and {TOKEN_ENV} is set but empty"
+        )),
+        "{}",
+        stderr(&out)
     );
 }

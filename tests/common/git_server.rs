@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub fail_first: u32,
     /// Append one JSON line per request here (see [`requests`]).
     pub log: Option<PathBuf>,
+    /// LFS objects (by oid) served with a changed byte.
+    pub lfs_corrupt: Vec<String>,
 }
 
 /// A running server; dropping it kills the process and waits for it.
@@ -74,6 +76,9 @@ impl GitServer {
         }
         if let Some(log) = &options.log {
             cmd.arg("--log").arg(log);
+        }
+        for oid in &options.lfs_corrupt {
+            cmd.args(["--lfs-corrupt", oid]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -326,8 +331,84 @@ fn file_name(i: usize) -> String {
     }
 }
 
+/// Builds a bare repository at `root/rel` with one commit on `main` that
+/// holds `files` (path, content; executable when the path ends in `.sh`)
+/// and `gitlinks` (path, commit sha: submodules, whose `.gitmodules` is one
+/// of `files`). Returns the commit's sha.
+pub fn bare_repo_with(
+    root: &Path,
+    rel: &str,
+    files: &[(&str, &[u8])],
+    gitlinks: &[(&str, &str)],
+) -> String {
+    let path = root.join(rel.trim_matches('/'));
+    std::fs::create_dir_all(&path).unwrap();
+    git(
+        &path,
+        &["init", "--quiet", "--bare", "--initial-branch", "main"],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    git(dir, &["init", "--quiet", "--initial-branch", "main"]);
+    for (name, content) in files {
+        let file = dir.join(name);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, content).unwrap();
+        if name.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    git(dir, &["add", "-A"]);
+    for (link, sha) in gitlinks {
+        git(
+            dir,
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{sha},{link}"),
+            ],
+        );
+    }
+    git(dir, &["commit", "--quiet", "-m", "with submodules"]);
+    git(
+        dir,
+        &[
+            "push",
+            "--quiet",
+            "--force",
+            path.to_str().unwrap(),
+            "main:main",
+        ],
+    );
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// Stores `content` as a Git LFS object of the bare repository at
+/// `repo_dir`, where the server serves it, and returns the pointer file
+/// that stands for it (written by hand: no git-lfs binary needed).
+pub fn lfs_object(repo_dir: &Path, content: &[u8]) -> String {
+    use sha2::Digest;
+    let oid: String = sha2::Sha256::digest(content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = repo_dir
+        .join("lfs/objects")
+        .join(&oid[0..2])
+        .join(&oid[2..4]);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&oid), content).unwrap();
+    format!(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {}\n",
+        content.len()
+    )
+}
+
 /// The requests a server logged with `ServerOptions::log`, in order; each is
-/// `{"method", "path", "query", "status", "bytes", "command"}` (`command`:
+/// `{"method", "path", "query", "status", "bytes", "auth", "command"}`
+/// (`auth`: whether it carried an Authorization header; `command`:
 /// "ls-refs" or "fetch" for POSTs to git-upload-pack, else null). A log that
 /// does not exist yet means no requests.
 pub fn requests(log: &Path) -> Vec<serde_json::Value> {

@@ -111,7 +111,7 @@ fn promote_moves_latest_registry_side_verified_and_a_rerun_is_a_no_op() {
         assert!(
             first
                 .summary
-                .contains(&format!("| {image} | `latest` | (none) |"))
+                .contains(&format!("| {image} | <code>latest</code> | (none) |"))
         );
     }
     assert!(first.outputs.contains("promoted=true\n"));

@@ -89,17 +89,17 @@ impl PushConditions {
             .iter()
             .filter(|k| k.rejected_by_gitea)
             .map(|k| {
-                (
-                    k.line,
-                    format!("`on.push.{}` is a mapping or an alias", k.name),
-                )
+                let what = if k.name == "<<" {
+                    "a YAML merge key `<<:` under `on.push`".to_string()
+                } else {
+                    format!("`on.push.{}` holds a mapping or an alias", k.name)
+                };
+                (k.line, what)
             })
-            .chain(
-                push.filters
-                    .iter()
-                    .filter(|f| f.alias)
-                    .map(|f| (f.line, format!("`on.push.{}` is an alias", f.key.as_str()))),
-            )
+            .chain(push.filters.iter().filter(|f| f.alias).map(|f| {
+                let what = format!("`on.push.{}` is a YAML alias", f.key.as_str());
+                (f.line, what)
+            }))
             .min_by_key(|(line, _)| *line);
         PushConditions {
             conditions,
@@ -172,7 +172,9 @@ pub fn decide(
     if let Some((line, why)) = &push.rejected {
         return Ok(decision(
             false,
-            format!("Gitea rejects the workflow ({why}, line {line}), so it never runs"),
+            format!(
+                "{why} (line {line}) makes the workflow invalid to Gitea's parser, so it never runs"
+            ),
         ));
     }
     if *changed == ChangedFiles::RefDeleted {

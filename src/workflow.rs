@@ -238,8 +238,10 @@ fn read_event(
                 return None;
             }
             let key_line = finder.key_line(name, &text).unwrap_or(line);
-            let rejected_by_gitea =
-                text == "<<" || matches!(value, Value::Mapping(_)) || finder.is_alias(key_line);
+            // Gitea's parser takes a mapping only as `workflow_dispatch.inputs`.
+            let mapping = matches!(value, Value::Mapping(_))
+                && !matches!(name.as_str(), "workflow_dispatch" | "workflow_call");
+            let rejected_by_gitea = text == "<<" || mapping || finder.is_alias(key_line);
             Some(OtherKey {
                 name: text,
                 line: key_line,

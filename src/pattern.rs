@@ -393,6 +393,24 @@ mod tests {
     }
 
     #[test]
+    fn gitea_reads_three_details_as_go_does() {
+        let gitea = |patterns: &[&str]| PatternList::with_dialect(patterns, Dialect::Gitea);
+        // An empty pattern compiles to `^$`.
+        assert!(Pattern::new("").is_err());
+        let empty = gitea(&[""]).unwrap();
+        assert!(empty.includes("") && !empty.includes("main"));
+        // A `-` after a range is a literal.
+        let github = PatternList::new(&["[a-c-e]"]).unwrap();
+        let go = gitea(&["[a-c-e]"]).unwrap();
+        assert!(github.includes("d") && !github.includes("-"));
+        assert!(!go.includes("d") && go.includes("-") && go.includes("e") && go.includes("b"));
+        assert!(gitea(&["[a-e-c]"]).is_err());
+        // `**` stops at a newline; `*` does not.
+        let go = gitea(&["docs/**", "*.md"]).unwrap();
+        assert!(!go.includes("docs/a\nb") && go.includes("a\nb.md"));
+    }
+
+    #[test]
     fn last_match_decides() {
         let list = PatternList::new(&["*.md", "!README.md", "README*"]).unwrap();
         assert_eq!(

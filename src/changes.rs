@@ -60,8 +60,12 @@ pub struct PushTrigger {
 /// Whether and how the workflow is triggered by a push.
 #[derive(Debug, Clone)]
 pub enum Trigger {
-    /// Push is not among the workflow's events (listed here).
-    NotOnPush(Vec<String>),
+    /// Push is not among the workflow's events (listed here); both
+    /// dialects skip.
+    NotOnPush {
+        events: Vec<String>,
+        dialect: Dialect,
+    },
     /// The push filters, read as GitHub documents them.
     Push(PushTrigger),
     /// The push conditions, read as Gitea's code does.
@@ -80,9 +84,10 @@ impl Trigger {
     /// Gitea makes of them).
     pub fn with_dialect(workflow: &Workflow, dialect: Dialect) -> Result<Trigger> {
         let Some(push) = workflow.event("push") else {
-            return Ok(Trigger::NotOnPush(
-                workflow.events.iter().map(|e| e.name.clone()).collect(),
-            ));
+            return Ok(Trigger::NotOnPush {
+                events: workflow.events.iter().map(|e| e.name.clone()).collect(),
+                dialect,
+            });
         };
         if dialect == Dialect::Gitea {
             return Ok(Trigger::Gitea(PushConditions::of(push)));
@@ -235,14 +240,17 @@ pub fn decide(
     changed: &ChangedFiles,
 ) -> Result<Decision> {
     let push = match trigger {
-        Trigger::NotOnPush(events) => {
-            return Ok(Decision::new(
-                false,
-                format!(
-                    "the workflow is not triggered by push (it runs on: {})",
-                    events.join(", ")
-                ),
-            ));
+        Trigger::NotOnPush { events, dialect } => {
+            return Ok(Decision {
+                dialect: *dialect,
+                ..Decision::new(
+                    false,
+                    format!(
+                        "the workflow is not triggered by push (it runs on: {})",
+                        events.join(", ")
+                    ),
+                )
+            });
         }
         Trigger::Push(push) => push,
         Trigger::Gitea(conditions) => return gitea::decide(conditions, push_ref, changed),

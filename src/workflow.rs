@@ -572,6 +572,25 @@ mod tests {
     }
 
     #[test]
+    fn keeps_what_the_platforms_read_differently() {
+        let text = "x: &f\n  paths: [a]\nl: &l [b]\non:\n  push:\n    branch: main\n    tags:\n    paths: *l\n    <<: *f\n  workflow_dispatch:\n    inputs: {a: {}}\n";
+        let workflow = parse(text).unwrap();
+        let push = workflow.event("push").unwrap();
+        let tags = push.filter(FilterKey::Tags).unwrap();
+        assert!(tags.null && tags.patterns.is_empty() && !tags.alias);
+        let paths = push.filter(FilterKey::Paths).unwrap();
+        assert!(paths.alias && !paths.null && paths.patterns[0].text == "b");
+        let others: Vec<(&str, usize, bool)> = push
+            .other_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.line, k.rejected_by_gitea))
+            .collect();
+        assert_eq!(others, [("branch", 6, false), ("<<", 9, true)]);
+        let dispatch = workflow.event("workflow_dispatch").unwrap();
+        assert!(!dispatch.other_keys[0].rejected_by_gitea);
+    }
+
+    #[test]
     fn explains_what_is_wrong() {
         let err = parse("on:\npermissions: {}\n").unwrap_err();
         assert!(err.message.contains("`on:` is empty"), "{err}");

@@ -1,7 +1,7 @@
 //! hoist: a monorepo's container-image pipeline, from commit to production
 //! tag.
 //!
-//! The pure core parses and decides ([`workflow`], [`pattern`],
+//! The pure core parses and decides ([`workflow`], [`pattern`], [`dialect`], [`gitea`],
 //! [`changes`], [`lint`], [`config`]); the edges talk to the world ([`git`],
 //! [`ci`]); [`cmd`] wires one command from the two.
 

@@ -11,10 +11,17 @@
 //! - Ref filters and path filters must all hold.
 //! - A list and its `-ignore` form on one event is an error.
 //!
+//! That is the [`Dialect::Github`] reading; [`Dialect::Gitea`] decides as
+//! Gitea's code does, see [`crate::gitea`]. In the GitHub dialect a key
+//! under `on.push` that is not a filter is ignored (GitHub runs every push),
+//! and a filter given as null is an empty list.
+//!
 //! Everything here is pure: the changed files come in as data, see
 //! [`crate::git`] for where they come from.
 
+pub use crate::dialect::Dialect;
 use crate::error::{Error, Location, Result};
+use crate::gitea::{self, PushConditions};
 use crate::pattern::PatternList;
 use crate::workflow::{Event, Filter, FilterKey, Workflow};
 use serde::Serialize;
@@ -53,20 +60,38 @@ pub struct PushTrigger {
 /// Whether and how the workflow is triggered by a push.
 #[derive(Debug, Clone)]
 pub enum Trigger {
-    /// Push is not among the workflow's events (listed here).
-    NotOnPush(Vec<String>),
+    /// Push is not among the workflow's events (listed here); both
+    /// dialects skip.
+    NotOnPush {
+        events: Vec<String>,
+        dialect: Dialect,
+    },
+    /// The push filters, read as GitHub documents them.
     Push(PushTrigger),
+    /// The push conditions, read as Gitea's code does.
+    Gitea(PushConditions),
 }
 
 impl Trigger {
-    /// Compiles the push filters of a workflow; an invalid pattern or a
-    /// list given with its `-ignore` form is an input error at its line.
+    /// [`Trigger::with_dialect`] in the GitHub dialect.
     pub fn of(workflow: &Workflow) -> Result<Trigger> {
+        Trigger::with_dialect(workflow, Dialect::Github)
+    }
+
+    /// Compiles the push filters of a workflow. In the GitHub dialect an
+    /// invalid pattern or a list given with its `-ignore` form is an input
+    /// error at its line; Gitea accepts both (the decision then says what
+    /// Gitea makes of them).
+    pub fn with_dialect(workflow: &Workflow, dialect: Dialect) -> Result<Trigger> {
         let Some(push) = workflow.event("push") else {
-            return Ok(Trigger::NotOnPush(
-                workflow.events.iter().map(|e| e.name.clone()).collect(),
-            ));
+            return Ok(Trigger::NotOnPush {
+                events: workflow.events.iter().map(|e| e.name.clone()).collect(),
+                dialect,
+            });
         };
+        if dialect == Dialect::Gitea {
+            return Ok(Trigger::Gitea(PushConditions::of(push)));
+        }
         let pair = |include, ignore| compile_pair(workflow, push, include, ignore);
         Ok(Trigger::Push(PushTrigger {
             branches: pair(FilterKey::Branches, FilterKey::BranchesIgnore)?,
@@ -191,6 +216,8 @@ pub struct Decision {
     pub matched: Vec<String>,
     /// How many files the push changed (0 when unknown).
     pub changed: usize,
+    /// Whose rules decided.
+    pub dialect: Dialect,
 }
 
 impl Decision {
@@ -200,6 +227,7 @@ impl Decision {
             reason: reason.into(),
             matched: Vec::new(),
             changed: 0,
+            dialect: Dialect::Github,
         }
     }
 }
@@ -212,16 +240,20 @@ pub fn decide(
     changed: &ChangedFiles,
 ) -> Result<Decision> {
     let push = match trigger {
-        Trigger::NotOnPush(events) => {
-            return Ok(Decision::new(
-                false,
-                format!(
-                    "the workflow is not triggered by push (it runs on: {})",
-                    events.join(", ")
-                ),
-            ));
+        Trigger::NotOnPush { events, dialect } => {
+            return Ok(Decision {
+                dialect: *dialect,
+                ..Decision::new(
+                    false,
+                    format!(
+                        "the workflow is not triggered by push (it runs on: {})",
+                        events.join(", ")
+                    ),
+                )
+            });
         }
         Trigger::Push(push) => push,
+        Trigger::Gitea(conditions) => return gitea::decide(conditions, push_ref, changed),
     };
     let files = match changed {
         ChangedFiles::RefDeleted => {
@@ -314,5 +346,6 @@ pub fn decide(
         reason,
         matched,
         changed: files.len(),
+        dialect: Dialect::Github,
     })
 }

@@ -1,6 +1,7 @@
 //! The command tree.
 
 use crate::build::Builder;
+use crate::dialect::Dialect;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -62,9 +63,20 @@ pub struct ChangesArgs {
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
 
-    /// Read the changed files from FILE, one path per line (`-` for stdin), instead of git.
+    /// Whose rules decide the filters [default: `dialect` in hoist.yaml, else gitea when
+    /// GITEA_ACTIONS=true, else github].
+    #[arg(long, value_enum, value_name = "DIALECT")]
+    pub dialect: Option<Dialect>,
+
+    /// Read the changed files from FILE instead of git (`-` for stdin): one path per line as
+    /// `git diff --name-only` prints them (C-quoted names are unquoted), or NUL-separated as
+    /// `git diff -z` prints them (detected from the first NUL byte).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "head"])]
     pub files_from: Option<PathBuf>,
+
+    /// The --files-from input is NUL-separated (`git diff --name-only -z`), even without a NUL.
+    #[arg(long, requires = "files_from")]
+    pub files_from_nul: bool,
 
     /// The commit before the push [default: `before` of the push event at GITHUB_EVENT_PATH, else HEAD~1].
     #[arg(long, value_name = "SHA", requires = "head")]
@@ -153,6 +165,11 @@ pub struct PublishArgs {
     /// The commit being published [default: GITHUB_SHA, else the repository's HEAD].
     #[arg(long, value_name = "SHA")]
     pub sha: Option<String>,
+
+    /// Whose rules decide the workflow's filters [default: `dialect` in hoist.yaml, else gitea
+    /// when GITEA_ACTIONS=true, else github].
+    #[arg(long, value_enum, value_name = "DIALECT")]
+    pub dialect: Option<Dialect>,
 
     /// Publish even when the workflow's path filters skip this push, and replace a
     /// `staging-<sha7>` that holds another commit's image.

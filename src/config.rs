@@ -9,6 +9,7 @@
 //! Each pipeline stage adds its keys here as it arrives: one field in
 //! [`FileConfig`], one in [`Config`], one line in [`Config::load`].
 
+use crate::dialect::Dialect;
 use crate::error::{Error, Location, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ const DEFAULT_PROVIDERS: [(&str, &str, &str); 2] = [
 struct FileConfig {
     /// The workflow whose `on.push` filters `hoist changes` reads.
     workflow: Option<PathBuf>,
+    /// Whose rules decide the filters: `github` or `gitea`.
+    dialect: Option<Dialect>,
     /// The dependency manifest that `hoist deps` reads.
     manifest: Option<PathBuf>,
     /// Where `hoist deps` clones the dependencies.
@@ -99,6 +102,7 @@ pub struct Provider {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub workflow: Option<PathBuf>,
+    pub dialect: Option<Dialect>,
     pub manifest: Option<PathBuf>,
     pub bundle_dir: Option<PathBuf>,
     /// Base URL of the default provider.
@@ -128,6 +132,10 @@ pub struct Config {
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     pub workflow: PathBuf,
+    /// Whose rules decide the workflow's filters: the flag, else
+    /// `dialect:` in hoist.yaml, else `gitea` on a Gitea runner
+    /// (`GITEA_ACTIONS=true`), else `github`.
+    pub dialect: Dialect,
     pub manifest: PathBuf,
     pub bundle_dir: PathBuf,
     pub git: GitConfig,
@@ -266,6 +274,10 @@ impl Config {
             default.token_env = Some(token_env);
         }
         let images = images(root, parsed.images, file.as_deref())?;
+        let dialect = overrides
+            .dialect
+            .or(parsed.dialect)
+            .unwrap_or_else(|| Dialect::detect(&env));
         Ok(Config {
             root: root.to_path_buf(),
             file,
@@ -275,6 +287,7 @@ impl Config {
                 parsed.workflow,
                 DEFAULT_WORKFLOW,
             ),
+            dialect,
             manifest: path(
                 overrides.manifest,
                 "HOIST_MANIFEST",

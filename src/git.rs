@@ -243,6 +243,141 @@ pub fn changed_files(repo: &Repository, base: Option<&str>, head: &str) -> Resul
     Ok(ChangedFiles::Known(files.into_iter().collect()))
 }
 
+/// The files the commit `head` changed against its first parent, as
+/// `git diff-tree --root -r <head>` lists them: every file of a root commit,
+/// none for a merge commit (diff-tree shows a merge only with `-m` or
+/// `-c`). This is what Gitea (1.20.3 and later) decides a new branch's push
+/// on, where `before` is all zeros.
+pub fn commit_files(repo: &Repository, head: &str) -> Result<ChangedFiles> {
+    if is_zero_sha(head) {
+        return Ok(ChangedFiles::RefDeleted);
+    }
+    let merge = repo
+        .revparse_single(head)
+        .and_then(|o| o.peel_to_commit())
+        .is_ok_and(|c| c.parent_count() > 1);
+    if merge {
+        return Ok(ChangedFiles::Known(Vec::new()));
+    }
+    changed_files(repo, None, head)
+}
+
+/// Checks a base commit given on the command line: one that names no
+/// commit of a clone that is not shallow is a mistake in the input, not
+/// missing history, so it is an error rather than a reason to fail open.
+pub fn check_base(repo: &Repository, base: &str) -> Result<()> {
+    if is_zero_sha(base) || repo.is_shallow() {
+        return Ok(());
+    }
+    match repo
+        .revparse_single(base)
+        .and_then(|o| o.peel(ObjectType::Commit))
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::input(format!(
+            "--base '{base}' names no commit of this repository"
+        ))
+        .caused_by(e.message())
+        .hint(
+            "the clone is not shallow, so the commit is not merely missing history: pass a sha, \
+             branch or tag that `git log --all` shows, or fetch it first",
+        )),
+    }
+}
+
+/// Why a line of a changed-file list cannot be read; `line` counts entries
+/// from 1 (lines, or NUL-separated names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameListError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads a list of changed paths as git prints them: one a line, with names
+/// that hold special or non-ASCII bytes C-quoted (`"i18n/r\303\251sum\303\251.json"`,
+/// as `git diff --name-only` does with the default `core.quotePath`), or
+/// NUL-separated and unquoted (`git diff --name-only -z`) when `nul` is set
+/// or the input holds a NUL byte. Blank lines are skipped and a leading
+/// `./` is dropped; the result is sorted, without duplicates.
+pub fn parse_name_list(input: &[u8], nul: bool) -> std::result::Result<Vec<String>, NameListError> {
+    let nul = nul || input.contains(&0);
+    let entries: Vec<&[u8]> = if nul {
+        input.split(|&b| b == 0).collect()
+    } else {
+        input.split(|&b| b == b'\n').collect()
+    };
+    let mut names = BTreeSet::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        let line = index + 1;
+        let error = |message: String| NameListError { line, message };
+        let entry = if nul {
+            entry
+        } else {
+            entry.strip_suffix(b"\r").unwrap_or(entry)
+        };
+        if entry.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let bytes = if !nul && entry.first() == Some(&b'"') {
+            unquote_c_style(entry).map_err(|m| error(m.to_string()))?
+        } else {
+            entry.to_vec()
+        };
+        let name = String::from_utf8(bytes).map_err(|_| {
+            error(
+                "the name is not valid UTF-8 (hoist matches names as UTF-8, as git prints them)"
+                    .into(),
+            )
+        })?;
+        let name = name.strip_prefix("./").unwrap_or(&name);
+        names.insert(name.to_string());
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// Undoes git's C-style quoting (`quote_c_style` in git's quote.c): the
+/// name between double quotes, with `\\`, `\"`, `\a`, `\b`, `\f`, `\n`, `\r`,
+/// `\t`, `\v` and three-digit octal bytes.
+fn unquote_c_style(quoted: &[u8]) -> std::result::Result<Vec<u8>, &'static str> {
+    let inner = quoted
+        .strip_prefix(b"\"")
+        .and_then(|rest| rest.strip_suffix(b"\""))
+        .ok_or("a quoted name must end with '\"'")?;
+    let mut out = Vec::with_capacity(inner.len());
+    let mut bytes = inner.iter().copied();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => {
+                let escaped = bytes.next().ok_or("'\\' at the end of a quoted name")?;
+                out.push(match escaped {
+                    b'\\' | b'"' => escaped,
+                    b'a' => 0x07,
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'v' => 0x0b,
+                    b'0'..=b'3' => {
+                        let mut value = u32::from(escaped - b'0');
+                        for _ in 0..2 {
+                            match bytes.next() {
+                                Some(d @ b'0'..=b'7') => value = value * 8 + u32::from(d - b'0'),
+                                _ => return Err("an octal escape needs three digits, e.g. \\303"),
+                            }
+                        }
+                        value as u8
+                    }
+                    _ => return Err("unknown escape in a quoted name"),
+                });
+            }
+            b'"' => return Err("an unescaped '\"' inside a quoted name"),
+            _ => out.push(b),
+        }
+    }
+    Ok(out)
+}
+
 /// Every file tracked in HEAD's tree.
 pub fn tracked_files(repo: &Repository) -> Result<Vec<String>> {
     let tree = repo
@@ -294,6 +429,36 @@ mod tests {
             shas.push(id.to_string());
         }
         shas
+    }
+
+    #[test]
+    fn reads_names_as_git_prints_them() {
+        let list = |input: &[u8], nul| parse_name_list(input, nul);
+        assert_eq!(
+            list(
+                b"\"i18n/r\\303\\251sum\\303\\251.json\"\n./docs/a.md\r\n\n",
+                false
+            )
+            .unwrap(),
+            ["docs/a.md", "i18n/résumé.json"]
+        );
+        assert_eq!(
+            list(b"\"tab\\there\\\\ \\\"q\\\"\\n\"\n", false).unwrap(),
+            ["tab\there\\ \"q\"\n"]
+        );
+        // NUL-separated: no quoting, newlines are part of names.
+        assert_eq!(
+            list("i18n/résumé.json\0a\nb\0".as_bytes(), false).unwrap(),
+            ["a\nb", "i18n/résumé.json"]
+        );
+        assert_eq!(list(b"\"quoted\"", true).unwrap(), ["\"quoted\""]);
+        let err = list(b"ok\n\"bad\\q\"\n", false).unwrap_err();
+        assert_eq!(err.line, 2);
+        let err = list(b"ok\n\"\\377\"\n", false).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("UTF-8"), "{}", err.message);
+        assert_eq!(list(b"\"open\n", false).unwrap_err().line, 1);
+        assert_eq!(list(b"\"\\30\"", false).unwrap_err().line, 1);
     }
 
     #[test]

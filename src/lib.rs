@@ -1,7 +1,7 @@
 //! hoist: a monorepo's container-image pipeline, from commit to production
 //! tag.
 //!
-//! The pure core parses and decides ([`workflow`], [`pattern`],
+//! The pure core parses and decides ([`workflow`], [`pattern`], [`dialect`], [`gitea`],
 //! [`changes`], [`lint`], [`config`]); the edges talk to the world ([`git`],
 //! [`ci`]); [`cmd`] wires one command from the two.
 
@@ -15,10 +15,12 @@ pub mod cmd;
 pub mod config;
 pub mod context;
 pub mod deps;
+pub mod dialect;
 pub mod docker;
 pub mod dockerignore;
 pub mod error;
 pub mod git;
+pub mod gitea;
 pub mod https;
 pub mod lint;
 pub mod manifest;

@@ -12,11 +12,19 @@
 //! - `\` escapes the next character; `!` first negates the pattern.
 //! - Everything else is literal, and a pattern matches the whole name.
 //!
+//! Gitea compiles the same syntax with act's `PatternToRegex` and Go's
+//! `regexp`, which differ in three details; [`Dialect::Gitea`] follows them:
+//! an empty pattern is valid and matches only the empty name; in `[a-c-e]`
+//! the second `-` and the `e` are single characters (Go reads a `-` after a
+//! range as a literal), so `d` does not match; and `**` does not match
+//! across a newline (Go's `.` stops at `\n`).
+//!
 //! A [`PatternList`] compiles its patterns once into a single [`RegexSet`],
 //! so deciding one path is one pass whatever the number of patterns. The
 //! LAST pattern that matches a name decides it: a later `!pattern` excludes,
 //! a later positive pattern re-includes.
 
+pub use crate::dialect::Dialect;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use std::fmt;
 
@@ -52,12 +60,18 @@ impl fmt::Display for PatternError {
 impl std::error::Error for PatternError {}
 
 impl Pattern {
+    /// Compiles a pattern as GitHub documents the syntax.
     pub fn new(source: &str) -> Result<Self, PatternError> {
+        Pattern::with_dialect(source, Dialect::Github)
+    }
+
+    /// Compiles a pattern as `dialect` reads the syntax (see the module doc).
+    pub fn with_dialect(source: &str, dialect: Dialect) -> Result<Self, PatternError> {
         let (negated, body) = match source.strip_prefix('!') {
             Some(rest) => (true, rest),
             None => (false, source),
         };
-        let regex = to_regex(body).map_err(|(position, message)| PatternError {
+        let regex = to_regex(body, dialect).map_err(|(position, message)| PatternError {
             pattern: source.to_string(),
             position: position + usize::from(negated),
             message: message.to_string(),
@@ -90,8 +104,8 @@ enum Last {
 }
 
 /// Translates a pattern (without its `!`) into an anchored regex.
-fn to_regex(pattern: &str) -> Result<String, (usize, &'static str)> {
-    if pattern.is_empty() {
+fn to_regex(pattern: &str, dialect: Dialect) -> Result<String, (usize, &'static str)> {
+    if pattern.is_empty() && dialect == Dialect::Github {
         return Err((0, "the pattern is empty"));
     }
     let chars: Vec<char> = pattern.chars().collect();
@@ -133,7 +147,7 @@ fn to_regex(pattern: &str) -> Result<String, (usize, &'static str)> {
                 }
             },
             '[' => {
-                i = push_class(&chars, i, &mut regex)?;
+                i = push_class(&chars, i, &mut regex, dialect)?;
                 last = Last::Atom;
             }
             '\\' => {
@@ -180,6 +194,7 @@ fn push_class(
     chars: &[char],
     open: usize,
     regex: &mut String,
+    dialect: Dialect,
 ) -> Result<usize, (usize, &'static str)> {
     let mut ranges: Vec<(char, char)> = Vec::new();
     let mut i = open + 1;
@@ -201,11 +216,18 @@ fn push_class(
                 if !same_kind || from > to {
                     return Err((i, "ranges can only be within a-z, A-Z or 0-9"));
                 }
-                // `a-c` replaces the single `a`; in `a-c-e`, `c-e` adds to `a-c`.
-                if ranges.last().is_some_and(|&(lo, hi)| lo == hi) {
-                    ranges.pop();
+                let after_range = ranges.last().is_some_and(|&(lo, hi)| lo != hi);
+                if after_range && dialect == Dialect::Gitea {
+                    // Go reads `a-c-e` as the range `a-c`, then `-` and `e`.
+                    ranges.push(('-', '-'));
+                    ranges.push((to, to));
+                } else {
+                    // `a-c` replaces the single `a`; in `a-c-e`, `c-e` adds to `a-c`.
+                    if !after_range {
+                        ranges.pop();
+                    }
+                    ranges.push((from, to));
                 }
-                ranges.push((from, to));
                 i += 2;
             }
             Some(&c) if class_char(c) => {
@@ -256,18 +278,32 @@ impl PatternList {
     /// Compiles every pattern; the error names the first bad one and its
     /// index in the list.
     pub fn new<S: AsRef<str>>(sources: &[S]) -> Result<Self, (usize, PatternError)> {
+        Self::with_dialect(sources, Dialect::Github)
+    }
+
+    /// [`PatternList::new`] with the syntax `dialect` reads.
+    pub fn with_dialect<S: AsRef<str>>(
+        sources: &[S],
+        dialect: Dialect,
+    ) -> Result<Self, (usize, PatternError)> {
         let patterns = sources
             .iter()
             .enumerate()
-            .map(|(index, source)| Pattern::new(source.as_ref()).map_err(|e| (index, e)))
+            .map(|(index, source)| {
+                Pattern::with_dialect(source.as_ref(), dialect).map_err(|e| (index, e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Self::from_patterns(patterns).map_err(|e| (0, e))
+        Self::build(patterns, dialect).map_err(|e| (0, e))
     }
 
     pub fn from_patterns(patterns: Vec<Pattern>) -> Result<Self, PatternError> {
+        Self::build(patterns, Dialect::Github)
+    }
+
+    fn build(patterns: Vec<Pattern>, dialect: Dialect) -> Result<Self, PatternError> {
         let set = RegexSetBuilder::new(patterns.iter().map(|p| &p.regex))
             .unicode(false)
-            .dot_matches_new_line(true)
+            .dot_matches_new_line(dialect == Dialect::Github)
             .dfa_size_limit(DFA_CACHE_BYTES)
             .build()
             .map_err(|e| PatternError {
@@ -354,6 +390,24 @@ mod tests {
         assert!(list.includes("caf") && list.includes("café") && !list.includes("cafe"));
         assert!(list.includes("naïve.md"));
         assert!(!list.includes("a/naïve.md"));
+    }
+
+    #[test]
+    fn gitea_reads_three_details_as_go_does() {
+        let gitea = |patterns: &[&str]| PatternList::with_dialect(patterns, Dialect::Gitea);
+        // An empty pattern compiles to `^$`.
+        assert!(Pattern::new("").is_err());
+        let empty = gitea(&[""]).unwrap();
+        assert!(empty.includes("") && !empty.includes("main"));
+        // A `-` after a range is a literal.
+        let github = PatternList::new(&["[a-c-e]"]).unwrap();
+        let go = gitea(&["[a-c-e]"]).unwrap();
+        assert!(github.includes("d") && !github.includes("-"));
+        assert!(!go.includes("d") && go.includes("-") && go.includes("e") && go.includes("b"));
+        assert!(gitea(&["[a-e-c]"]).is_err());
+        // `**` stops at a newline; `*` does not.
+        let go = gitea(&["docs/**", "*.md"]).unwrap();
+        assert!(!go.includes("docs/a\nb") && go.includes("a\nb.md"));
     }
 
     #[test]

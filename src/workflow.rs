@@ -7,6 +7,11 @@
 //! that errors and lint findings can point at them. Compiling the filters
 //! and deciding happen in [`crate::changes`].
 //!
+//! What the platforms read differently is kept as written rather than
+//! normalised away: a filter given as null, a key under an event that is not
+//! a filter (a typo such as `branch:`, or a YAML merge key `<<:`), a value
+//! that is a YAML alias. [`crate::changes`] and [`crate::lint`] judge them.
+//!
 //! The YAML parser keeps no positions, so lines are found by scanning the
 //! text ([`LineFinder`]); a value it cannot place gets the line of its key.
 
@@ -68,6 +73,22 @@ pub struct Filter {
     pub key: FilterKey,
     pub line: usize,
     pub patterns: Vec<PatternSource>,
+    /// The key has nothing after it (YAML null): `patterns` is empty, but
+    /// Gitea reads it as one empty pattern.
+    pub null: bool,
+    /// The value is a YAML alias (`paths: *anchor`), which Gitea's parser
+    /// rejects.
+    pub alias: bool,
+}
+
+/// A key under an event that is not one of its filters, e.g. `branch:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherKey {
+    pub name: String,
+    pub line: usize,
+    /// Gitea's parser rejects the whole workflow for this key: a merge key
+    /// (`<<:`), a mapping value, or an alias.
+    pub rejected_by_gitea: bool,
 }
 
 /// An event that triggers the workflow, with the filters it declares.
@@ -76,6 +97,8 @@ pub struct Event {
     pub name: String,
     pub line: usize,
     pub filters: Vec<Filter>,
+    /// The other keys of its mapping, in the order written.
+    pub other_keys: Vec<OtherKey>,
 }
 
 impl Event {
@@ -140,6 +163,7 @@ impl Workflow {
                 name: name.clone(),
                 line: on_line,
                 filters: Vec::new(),
+                other_keys: Vec::new(),
             }],
             Some(Value::Sequence(items)) => items
                 .iter()
@@ -148,6 +172,7 @@ impl Workflow {
                         name: name.clone(),
                         line: on_line,
                         filters: Vec::new(),
+                        other_keys: Vec::new(),
                     }),
                     _ => Err(Error::input(format!(
                         "{}: every event in the `on:` list must be a name",
@@ -199,8 +224,31 @@ fn read_event(
             name: name.clone(),
             line,
             filters: Vec::new(),
+            other_keys: Vec::new(),
         });
     };
+    let other_keys = body
+        .iter()
+        .filter_map(|(key, value)| {
+            let text = match key {
+                Value::String(text) => text.clone(),
+                other => serde_yaml::to_string(other).ok()?.trim().to_string(),
+            };
+            if FilterKey::ALL.iter().any(|k| k.as_str() == text) {
+                return None;
+            }
+            let key_line = finder.key_line(name, &text).unwrap_or(line);
+            // Gitea's parser takes a mapping only as `workflow_dispatch.inputs`.
+            let mapping = matches!(value, Value::Mapping(_))
+                && !matches!(name.as_str(), "workflow_dispatch" | "workflow_call");
+            let rejected_by_gitea = text == "<<" || mapping || finder.is_alias(key_line);
+            Some(OtherKey {
+                name: text,
+                line: key_line,
+                rejected_by_gitea,
+            })
+        })
+        .collect();
     let mut filters = Vec::new();
     for key in FilterKey::ALL {
         let Some(value) = body.get(key.as_str()) else {
@@ -238,12 +286,18 @@ fn read_event(
             key,
             line: key_line,
             patterns,
+            null: value.is_null(),
+            alias: finder.is_alias(key_line),
         });
     }
+    // In the order written, so that findings and Gitea's conditions read
+    // like the file.
+    filters.sort_by_key(|f| f.line);
     Ok(Event {
         name: name.clone(),
         line,
         filters,
+        other_keys,
     })
 }
 
@@ -317,6 +371,14 @@ impl<'a> LineFinder<'a> {
 
     fn key_line(&self, event: &str, key: &str) -> Option<usize> {
         self.key_block(event, key).map(|(index, _)| index + 1)
+    }
+
+    /// Whether the value on the key line `line` (1-based) is an alias, `key: *name`.
+    fn is_alias(&self, line: usize) -> bool {
+        self.lines
+            .get(line.wrapping_sub(1))
+            .and_then(|l| strip_comment(l).split_once(':'))
+            .is_some_and(|(_, value)| value.trim_start().starts_with('*'))
     }
 
     fn pattern_line(&self, event: &str, key: &str, pattern: &str) -> Option<usize> {
@@ -507,6 +569,25 @@ mod tests {
             push.filter(FilterKey::Branches).unwrap().patterns[0].line,
             7
         );
+    }
+
+    #[test]
+    fn keeps_what_the_platforms_read_differently() {
+        let text = "x: &f\n  paths: [a]\nl: &l [b]\non:\n  push:\n    branch: main\n    tags:\n    paths: *l\n    <<: *f\n  workflow_dispatch:\n    inputs: {a: {}}\n";
+        let workflow = parse(text).unwrap();
+        let push = workflow.event("push").unwrap();
+        let tags = push.filter(FilterKey::Tags).unwrap();
+        assert!(tags.null && tags.patterns.is_empty() && !tags.alias);
+        let paths = push.filter(FilterKey::Paths).unwrap();
+        assert!(paths.alias && !paths.null && paths.patterns[0].text == "b");
+        let others: Vec<(&str, usize, bool)> = push
+            .other_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.line, k.rejected_by_gitea))
+            .collect();
+        assert_eq!(others, [("branch", 6, false), ("<<", 9, true)]);
+        let dispatch = workflow.event("workflow_dispatch").unwrap();
+        assert!(!dispatch.other_keys[0].rejected_by_gitea);
     }
 
     #[test]

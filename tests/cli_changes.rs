@@ -87,6 +87,7 @@ impl Run {
         command.current_dir(dir);
         for name in [
             "GITHUB_ACTIONS",
+            "GITEA_ACTIONS",
             "GITHUB_REF",
             "GITHUB_EVENT_PATH",
             "GITHUB_OUTPUT",
@@ -561,4 +562,328 @@ fn works_from_another_directory_with_dash_c() {
         .args(&["-C", repo.path().to_str().unwrap(), "changes"])
         .json();
     assert_eq!(decision["matched"], serde_json::json!(["canvas/x.tsx"]));
+}
+
+#[test]
+fn the_dialect_comes_from_the_flag_the_config_or_the_runner() {
+    let repo = Repo::new();
+    repo.write(
+        "w.yml",
+        "on:\n  push:\n    paths-ignore: ['.github/**', '!.github/workflows/build.yml']\n",
+    );
+    let decide = |run: Run| run.stdin(".github/workflows/build.yml\n").json();
+    let args = [
+        "changes",
+        "--workflow",
+        "w.yml",
+        "--files-from",
+        "-",
+        "--ref",
+        "main",
+    ];
+
+    let github = decide(repo.hoist(&args));
+    assert_eq!(
+        (&github["run"], &github["dialect"]),
+        (&serde_json::json!(true), &serde_json::json!("github"))
+    );
+    let gitea = decide(repo.hoist(&args).env("GITEA_ACTIONS", "true"));
+    assert_eq!(
+        (&gitea["run"], &gitea["dialect"]),
+        (&serde_json::json!(false), &serde_json::json!("gitea"))
+    );
+    assert_eq!(
+        gitea["reason"],
+        "Gitea: all 1 changed files are ignored by `paths-ignore`"
+    );
+    let flag = decide(repo.hoist(&args).args(&["--dialect", "gitea"]));
+    assert_eq!(flag["run"], false);
+
+    // hoist.yaml beats the runner, the flag beats hoist.yaml.
+    repo.write("hoist.yaml", "dialect: github\n");
+    let file = decide(repo.hoist(&args).env("GITEA_ACTIONS", "true"));
+    assert_eq!(file["dialect"], "github");
+    let flag = decide(
+        repo.hoist(&args)
+            .env("GITEA_ACTIONS", "true")
+            .args(&["--dialect", "gitea"]),
+    );
+    assert_eq!(flag["dialect"], "gitea");
+    repo.write("hoist.yaml", "dialect: forgejo\n");
+    let out = repo.hoist(&args).stdin("a\n").output();
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("hoist.yaml"), "{:?}", text(&out));
+}
+
+#[test]
+fn gitea_ignores_every_branch_a_negated_ignore_item_does_not_match() {
+    let repo = Repo::new();
+    repo.write(
+        "w.yml",
+        "on:\n  push:\n    branches-ignore: ['release/**', '!release/keep']\n",
+    );
+    for branch in ["main", "release/keep"] {
+        let args = ["changes", "--workflow", "w.yml", "--files-from", "-"];
+        let git_ref = format!("refs/heads/{branch}");
+        let github = repo
+            .hoist(&args)
+            .args(&["--ref", &git_ref])
+            .stdin("a\n")
+            .json();
+        assert_eq!(github["run"], true, "{branch}: {github}");
+        let gitea = repo
+            .hoist(&args)
+            .args(&["--ref", &git_ref, "--dialect", "gitea"])
+            .stdin("a\n")
+            .json();
+        assert_eq!(gitea["run"], false, "{branch}: {gitea}");
+    }
+    let out = repo
+        .hoist(&[
+            "changes",
+            "--workflow",
+            "w.yml",
+            "--files-from",
+            "-",
+            "--ref",
+            "main",
+            "--dialect",
+            "gitea",
+        ])
+        .stdin("a\n")
+        .output();
+    assert_eq!(
+        text(&out).0,
+        "skip: Gitea: branch 'main' is ignored by `branches-ignore` ('!release/keep': Gitea ignores every name a `!` pattern does not match)\n"
+    );
+}
+
+#[test]
+fn gitea_never_runs_a_workflow_with_an_unknown_key_or_a_merge_key() {
+    let repo = Repo::new();
+    repo.write(
+        "typo.yml",
+        "on:\n  push:\n    branches: [main]\n    paths_ignored: ['docs/**']\n",
+    );
+    repo.write(
+        "merge.yml",
+        "x: &filters\n  branches: [main]\non:\n  push:\n    <<: *filters\n",
+    );
+    for (file, reason) in [
+        (
+            "typo.yml",
+            "`on.push.paths_ignored` is not a filter Gitea knows",
+        ),
+        (
+            "merge.yml",
+            "a YAML merge key `<<:` under `on.push` (line 5)",
+        ),
+    ] {
+        let args = [
+            "changes",
+            "--workflow",
+            file,
+            "--files-from",
+            "-",
+            "--ref",
+            "main",
+        ];
+        let github = repo.hoist(&args).stdin("canvas/a.tsx\n").json();
+        assert_eq!(github["run"], true, "{file}: {github}");
+        let gitea = repo
+            .hoist(&args)
+            .args(&["--dialect", "gitea"])
+            .stdin("canvas/a.tsx\n")
+            .json();
+        assert_eq!(gitea["run"], false, "{file}: {gitea}");
+        assert!(
+            gitea["reason"].as_str().unwrap().contains(reason),
+            "{file}: {gitea}"
+        );
+    }
+}
+
+#[test]
+fn gitea_decides_a_new_branch_on_its_head_commit() {
+    let repo = Repo::new();
+    repo.write("docs/guide.md", "# edited\n");
+    let docs = repo.commit("docs");
+    repo.write("canvas/app.tsx", "export const x = 1\n");
+    let canvas = repo.commit("canvas");
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.json");
+    let zeros = "0".repeat(40);
+    let decide = |after: &str, dialect: &str| {
+        std::fs::write(
+            &event,
+            serde_json::json!({"ref": "refs/heads/main", "before": zeros, "after": after})
+                .to_string(),
+        )
+        .unwrap();
+        repo.hoist(&["changes", "--dialect", dialect])
+            .env("GITHUB_EVENT_PATH", &event)
+            .json()
+    };
+    // GitHub's before is all zeros too: hoist cannot know, so it runs.
+    assert_eq!(decide(&docs, "github")["run"], true);
+    let gitea = decide(&docs, "gitea");
+    assert_eq!(gitea["run"], false, "{gitea}");
+    assert_eq!(gitea["changed"], 1);
+    let gitea = decide(&canvas, "gitea");
+    assert_eq!(gitea["run"], true, "{gitea}");
+    assert_eq!(gitea["matched"], serde_json::json!(["canvas/app.tsx"]));
+}
+
+#[test]
+fn check_finds_what_users_get_wrong_with_file_and_line() {
+    let repo = Repo::new();
+    repo.write(".github/workflows/build.yml", "on: push\njobs: {}\n");
+    repo.write(
+        "w.yml",
+        r#"x: &filters
+  branches: [main]
+on:
+  push:
+    branch: main
+    paths_ignored: ['docs/**']
+    <<: *filters
+    tags:
+    paths-ignore: ['.github/**', '!.github/workflows/build.yml', '']
+  pull_request:
+    branches: ['!main']
+    paths: []
+  release:
+    branches-ignore: ['release/**', '!release/keep']
+"#,
+    );
+    repo.commit("workflows");
+    let out = repo
+        .hoist(&["changes", "--check", "--workflow", "w.yml"])
+        .output();
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let (stdout, _) = text(&out);
+    for expected in [
+        "w.yml:5: on.push.branch: `branch` is not a filter of `on.push`: GitHub ignores it and runs every push, Gitea never matches it, so the workflow never runs on push; did you mean `branches`?",
+        "w.yml:6: on.push.paths_ignored: `paths_ignored` is not a filter of `on.push`",
+        "did you mean `paths-ignore`?",
+        "w.yml:7: on.push.<<: a YAML merge key (`<<:`) in `on.push`: GitHub does not support merge keys",
+        "w.yml:8: on.push.tags: `tags:` has nothing after it (null)",
+        "w.yml:9: on.push.paths-ignore: '' an empty pattern matches no file",
+        "w.yml:11: on.pull_request.branches: `branches` has only `!` patterns",
+        "w.yml:12: on.pull_request.paths: GitHub and Gitea decide this filter differently: for a push changing only",
+        "w.yml:14: on.release.branches-ignore: '!release/keep' `!` in `branches-ignore` re-includes on GitHub, but on Gitea ignores every branch it does not match (for a push to branch `main`, GitHub runs and Gitea skips)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+
+    // The `!` in paths-ignore, with the push that shows the difference.
+    repo.write(
+        "ignore.yml",
+        "on:\n  push:\n    paths-ignore: ['.github/**', '!.github/workflows/build.yml']\n",
+    );
+    repo.commit("ignore");
+    let out = repo
+        .hoist(&[
+            "changes",
+            "--check",
+            "--workflow",
+            "ignore.yml",
+            "--format",
+            "json",
+        ])
+        .output();
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["line"], 3);
+    assert_eq!(findings[0]["pattern"], "!.github/workflows/build.yml");
+    assert!(
+        findings[0]["message"].as_str().unwrap().contains(
+            "for a push changing only `.github/workflows/build.yml`, GitHub runs and Gitea skips"
+        ),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn files_from_reads_git_quoted_and_nul_separated_names() {
+    let repo = Repo::new();
+    repo.write("w.yml", "on:\n  push:\n    paths: ['i18n/**']\n");
+    repo.commit("workflow");
+    let args = [
+        "changes",
+        "--workflow",
+        "w.yml",
+        "--files-from",
+        "-",
+        "--ref",
+        "main",
+    ];
+    // As `git diff --name-only` prints it with the default core.quotePath.
+    repo.write("i18n/résumé.json", "{}\n");
+    repo.commit("i18n");
+    let printed = repo.git(&["diff", "--name-only", "HEAD~1", "HEAD"]);
+    assert_eq!(printed, "\"i18n/r\\303\\251sum\\303\\251.json\"");
+    let decision = repo.hoist(&args).stdin(&format!("{printed}\n")).json();
+    assert_eq!(decision["run"], true, "{decision}");
+    assert_eq!(decision["matched"], serde_json::json!(["i18n/résumé.json"]));
+
+    // `-z`: detected from the NUL, or forced by --files-from-nul.
+    let decision = repo
+        .hoist(&args)
+        .stdin("docs/a.md\0i18n/new\nline.json\0")
+        .json();
+    assert_eq!(decision["changed"], 2);
+    assert_eq!(
+        decision["matched"],
+        serde_json::json!(["i18n/new\nline.json"])
+    );
+    let decision = repo
+        .hoist(&args)
+        .args(&["--files-from-nul"])
+        .stdin("\"i18n/quoted\"")
+        .json();
+    assert_eq!(
+        decision["run"], false,
+        "a NUL list is not unquoted: {decision}"
+    );
+
+    // A quoted name git could not have printed is an input error at its line.
+    let out = repo
+        .hoist(&args)
+        .stdin("docs/a.md\n\"i18n/\\q\"\n")
+        .output();
+    assert_eq!(out.status.code(), Some(2));
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("line 2 of <stdin>") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    let out = repo.hoist(&args).stdin("\"i18n/\\377\"\n").output();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("not valid UTF-8"), "{:?}", text(&out));
+}
+
+#[test]
+fn a_base_that_does_not_resolve_in_a_full_clone_is_an_input_error() {
+    let repo = Repo::new();
+    let out = repo
+        .hoist(&["changes", "--base", "no-such-commit", "--head", "HEAD"])
+        .output();
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("--base 'no-such-commit' names no commit of this repository")
+            && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    let unknown_sha = "1234567890abcdef1234567890abcdef12345678";
+    let out = repo
+        .hoist(&["changes", "--base", unknown_sha, "--head", "HEAD"])
+        .output();
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
 }

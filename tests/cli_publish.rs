@@ -507,3 +507,44 @@ fn files_under(dir: &Path) -> Vec<String> {
     assert!(!texts.is_empty(), "{} holds files", dir.display());
     texts
 }
+
+#[test]
+fn publish_decides_in_the_dialect_it_is_given() {
+    let Some(repo) = Monorepo::new(None) else {
+        return;
+    };
+    let env = [("DOCKER_HOST", "tcp://127.0.0.1:9")];
+    let plan = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "publish",
+            "--dry-run",
+            "--registry",
+            "127.0.0.1:9/x",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = hoist(repo.path(), &args, env);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    // Explicitly not on a Gitea runner, whatever runs the tests.
+    let github = plan(&[], &[env[0], ("GITEA_ACTIONS", "")]);
+    assert_eq!(github["changes"]["decision"]["dialect"], "github");
+    let gitea = plan(&["--dialect", "gitea"], &env);
+    assert_eq!(gitea["changes"]["decision"]["dialect"], "gitea");
+    assert!(
+        gitea["changes"]["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Gitea: "),
+        "{gitea}"
+    );
+    let runner = plan(&[], &[env[0], ("GITEA_ACTIONS", "true")]);
+    assert_eq!(runner["changes"]["decision"]["dialect"], "gitea");
+}

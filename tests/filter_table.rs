@@ -971,3 +971,259 @@ fn invalid_filters_are_errors() {
         &failures,
     );
 }
+
+// ---------------------------------------------------------------------------
+// 6. The Gitea dialect: whole `on:` blocks decided as Gitea's
+//    `matchPushEvent` does (modules/actions/workflows.go), on act's
+//    `Skip`/`Filter` and the act fork's `ParseRawOn`. Each case is
+//    (on: block, ref, changed files, GitHub runs, Gitea runs); the GitHub
+//    column is `None` where GitHub rejects the workflow.
+// ---------------------------------------------------------------------------
+
+type DialectCase = (&'static str, &'static str, Changed, Option<bool>, bool);
+
+const DIALECT_CASES: &[DialectCase] = &[
+    // A `!` in `paths-ignore`: Filter ignores build.yml through `.github/**`.
+    (
+        "push:\n    paths-ignore: ['.github/**', '!.github/workflows/build.yml']",
+        "refs/heads/main",
+        Changed::Files(&[".github/workflows/build.yml"]),
+        Some(true),
+        false,
+    ),
+    // ... and every file outside `.github` through the `!` item.
+    (
+        "push:\n    paths-ignore: ['.github/**', '!.github/workflows/build.yml']",
+        "refs/heads/main",
+        Changed::Files(&["src/main.rs"]),
+        Some(true),
+        false,
+    ),
+    // A `!` in `branches-ignore`: every branch is ignored on Gitea.
+    (
+        "push:\n    branches-ignore: ['release/**', '!release/keep']",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(true),
+        false,
+    ),
+    (
+        "push:\n    branches-ignore: ['release/**', '!release/keep']",
+        "refs/heads/release/keep",
+        Changed::Files(&["a"]),
+        Some(true),
+        false,
+    ),
+    (
+        "push:\n    branches-ignore: ['release/**']",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(true),
+        true,
+    ),
+    // Unknown keys: GitHub ignores them, Gitea never matches them.
+    (
+        "push:\n    branch: main",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(true),
+        false,
+    ),
+    (
+        "push:\n    branches: [main]\n    paths_ignored: ['docs/**']",
+        "refs/heads/main",
+        Changed::Files(&["src/a"]),
+        Some(true),
+        false,
+    ),
+    // A merge key makes the workflow invalid to Gitea.
+    (
+        "push:\n    <<: {branches: [main]}",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(true),
+        false,
+    ),
+    // A null filter is one empty pattern to Gitea: it matches no branch...
+    (
+        "push:\n    branches:",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(false),
+        false,
+    ),
+    // ... and ignores none.
+    (
+        "push:\n    branches-ignore:",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(true),
+        true,
+    ),
+    // An empty list: Skip lets everything through on Gitea.
+    (
+        "push:\n    paths: []",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(false),
+        true,
+    ),
+    // Both kinds of ref filter: one unmet condition is excused.
+    (
+        "push:\n    branches: [main]\n    tags: ['v*']",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(true),
+        true,
+    ),
+    (
+        "push:\n    branches: [main]\n    tags: ['v*']",
+        "refs/tags/v1",
+        Changed::Files(&["a"]),
+        Some(true),
+        true,
+    ),
+    (
+        "push:\n    branches: [main]\n    tags: ['v*']",
+        "refs/heads/dev",
+        Changed::Files(&["a"]),
+        Some(false),
+        false,
+    ),
+    // Only one kind: the other kind of push does not run.
+    (
+        "push:\n    tags: ['v*']",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        Some(false),
+        false,
+    ),
+    // A list and its `-ignore` form: GitHub rejects, Gitea wants both.
+    (
+        "push:\n    branches: ['**']\n    branches-ignore: [dev]",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        None,
+        true,
+    ),
+    (
+        "push:\n    branches: ['**']\n    branches-ignore: [dev]",
+        "refs/heads/dev",
+        Changed::Files(&["a"]),
+        None,
+        false,
+    ),
+    // ... and with a tag filter too, the one excused condition is not
+    // enough for a branch push when both tag keys are unmet.
+    (
+        "push:\n    branches: ['**']\n    tags: ['v*']\n    tags-ignore: [v0]",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        None,
+        false,
+    ),
+    // A pattern that does not compile leaves its condition unmet; on a
+    // kind of push it does not apply to, it is excused.
+    (
+        "push:\n    branches: [main]\n    tags: ['[z-a]']",
+        "refs/tags/v1",
+        Changed::Files(&["a"]),
+        None,
+        false,
+    ),
+    (
+        "push:\n    branches: [main]\n    tags: ['[z-a]']",
+        "refs/heads/main",
+        Changed::Files(&["a"]),
+        None,
+        true,
+    ),
+    // Path filters do not apply to tag pushes (Gitea 1.24.1 and later).
+    (
+        "push:\n    paths: ['src/**']",
+        "refs/tags/v1",
+        Changed::Files(&["docs/a.md"]),
+        Some(true),
+        true,
+    ),
+    // A push that changed nothing does not run with path filters.
+    (
+        "push:\n    paths-ignore: ['docs/**']",
+        "refs/heads/main",
+        Changed::Files(&[]),
+        Some(false),
+        false,
+    ),
+    // No filters: every push runs; `push:` null too.
+    (
+        "push:",
+        "refs/heads/x",
+        Changed::Files(&["a"]),
+        Some(true),
+        true,
+    ),
+    // Pattern level: Go reads `[a-c-e]` as a-c, `-` and `e`.
+    (
+        "push:\n    branches: ['v[a-c-e]']",
+        "refs/heads/vd",
+        Changed::Files(&["a"]),
+        Some(true),
+        false,
+    ),
+    (
+        "push:\n    branches: ['v[a-c-e]']",
+        "refs/heads/v-",
+        Changed::Files(&["a"]),
+        Some(false),
+        true,
+    ),
+    // Pattern level: Go's `.` does not match a newline, so `**` stops there.
+    (
+        "push:\n    paths: ['docs/**']",
+        "refs/heads/main",
+        Changed::Files(&["docs/line\nbreak"]),
+        Some(true),
+        false,
+    ),
+];
+
+#[test]
+fn gitea_decides_as_its_code_does() {
+    use hoist::changes::Dialect;
+    let mut failures = Vec::new();
+    for &(on, push_ref, changed, github, gitea) in DIALECT_CASES {
+        let yaml = format!("on:\n  {on}\njobs: {{}}\n");
+        let workflow = match Workflow::parse(Path::new("w.yml"), &yaml) {
+            Ok(w) => w,
+            Err(e) => {
+                failures.push(format!("{on:?}: does not parse: {e}"));
+                continue;
+            }
+        };
+        let push_ref = PushRef::parse(push_ref).unwrap();
+        let files = changed.to_changed_files();
+        for (dialect, want) in [(Dialect::Github, github), (Dialect::Gitea, Some(gitea))] {
+            let got = Trigger::with_dialect(&workflow, dialect)
+                .and_then(|t| decide(&t, Some(&push_ref), &files))
+                .map(|d| (d.run, d.reason, d.dialect));
+            match (got, want) {
+                (Ok((run, reason, decided)), Some(want)) => {
+                    if run != want || decided != dialect {
+                        failures.push(format!(
+                            "{on:?} {push_ref:?} {changed:?}: {dialect} runs={run}, want {want} ({reason})"
+                        ));
+                    }
+                    if dialect == Dialect::Gitea && !reason.starts_with("Gitea: ") {
+                        failures.push(format!("{on:?}: the reason should name Gitea: {reason}"));
+                    }
+                }
+                (Err(_), None) => {}
+                (Ok((run, reason, _)), None) => failures.push(format!(
+                    "{on:?}: {dialect} should reject the workflow, it decided run={run} ({reason})"
+                )),
+                (Err(e), Some(_)) => failures.push(format!("{on:?}: {dialect} failed: {e}")),
+            }
+        }
+    }
+    report("gitea", DIALECT_CASES.len(), &failures);
+}

@@ -5,7 +5,7 @@
 //! Failures are not persisted to `proptest-regressions/` (the shrunk input is
 //! printed instead), so a failing run leaves the tree untouched.
 
-use hoist::changes::{ChangedFiles, Decision, PushRef, Trigger, decide};
+use hoist::changes::{ChangedFiles, Decision, Dialect, PushRef, Trigger, decide};
 use hoist::pattern::{Pattern, PatternList};
 use hoist::workflow::Workflow;
 use proptest::prelude::*;
@@ -144,15 +144,17 @@ proptest! {
     /// inside the pattern and renders.
     #[test]
     fn pattern_new_never_panics(source in pattern_text()) {
-        match Pattern::new(&source) {
-            Ok(pattern) => {
-                prop_assert_eq!(pattern.source(), source.as_str());
-                prop_assert_eq!(pattern.is_negated(), source.starts_with('!'));
-            }
-            Err(e) => {
-                prop_assert!(e.position <= source.chars().count(), "{:?}", e);
-                prop_assert_eq!(&e.pattern, &source);
-                let _ = e.to_string();
+        for dialect in [Dialect::Github, Dialect::Gitea] {
+            match Pattern::with_dialect(&source, dialect) {
+                Ok(pattern) => {
+                    prop_assert_eq!(pattern.source(), source.as_str());
+                    prop_assert_eq!(pattern.is_negated(), source.starts_with('!'));
+                }
+                Err(e) => {
+                    prop_assert!(e.position <= source.chars().count(), "{:?}", e);
+                    prop_assert_eq!(&e.pattern, &source);
+                    let _ = e.to_string();
+                }
             }
         }
     }
@@ -278,7 +280,18 @@ fn read_and_decide(text: &str, paths: &[String]) {
             }
         }
     }
-    let trigger = match Trigger::of(&workflow) {
+    // `--check` reads the same workflows.
+    for finding in hoist::lint::lint(&workflow, paths) {
+        assert!((1..=lines).contains(&finding.line), "{finding:?}");
+    }
+    for dialect in [Dialect::Github, Dialect::Gitea] {
+        decide_in(&workflow, dialect, paths);
+    }
+}
+
+/// Compiles the push trigger in `dialect` and decides a few pushes.
+fn decide_in(workflow: &Workflow, dialect: Dialect, paths: &[String]) {
+    let trigger = match Trigger::with_dialect(workflow, dialect) {
         Ok(trigger) => trigger,
         Err(e) => {
             let _ = e.to_string();

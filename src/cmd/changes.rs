@@ -1,6 +1,6 @@
 //! `hoist changes`: does this push select the pipeline?
 
-use crate::changes::{self, ChangedFiles, Decision, PushRef, Trigger};
+use crate::changes::{self, ChangedFiles, Decision, Dialect, PushRef, Trigger};
 use crate::ci::{self, Ci};
 use crate::cli::{ChangesArgs, Format};
 use crate::config::{self, Config, Overrides};
@@ -10,7 +10,7 @@ use crate::lint::{self, Finding};
 use crate::workflow::Workflow;
 use serde::Deserialize;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How many matched files the text output lists before "and N more".
 const LISTED_FILES: usize = 20;
@@ -19,6 +19,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
     git::local_only();
     let overrides = Overrides {
         workflow: args.workflow.clone(),
+        dialect: args.dialect,
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, |name| std::env::var(name).ok())?;
@@ -28,6 +29,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
     }
     let source = PushSource {
         files_from: args.files_from.as_deref(),
+        files_from_nul: args.files_from_nul,
         base: args.base.as_deref(),
         head: args.head.as_deref(),
         git_ref: args.git_ref.as_deref(),
@@ -48,7 +50,7 @@ pub(super) fn decide(
     workflow: &Workflow,
     source: &PushSource,
 ) -> Result<Decision> {
-    let trigger = Trigger::of(workflow)?;
+    let trigger = Trigger::with_dialect(workflow, config.dialect)?;
     let push = Push::resolve(config, source)?;
     changes::decide(&trigger, push.git_ref.as_ref(), &push.changed)
 }
@@ -58,6 +60,8 @@ pub(super) fn decide(
 #[derive(Debug, Default)]
 pub(super) struct PushSource<'a> {
     pub files_from: Option<&'a Path>,
+    /// The `files_from` list is NUL-separated.
+    pub files_from_nul: bool,
     pub base: Option<&'a str>,
     pub head: Option<&'a str>,
     pub git_ref: Option<&'a str>,
@@ -91,7 +95,7 @@ impl Push {
         // perhaps for the current branch.
         let (changed, repo) = match &args.files_from {
             Some(source) => (
-                ChangedFiles::Known(read_file_list(&config.root, source)?),
+                ChangedFiles::Known(read_file_list(&config.root, source, args.files_from_nul)?),
                 None,
             ),
             None => {
@@ -109,7 +113,17 @@ impl Push {
                     _ => (None, "HEAD"),
                 };
                 let repo = git::open(&config.root)?;
-                (git::changed_files(&repo, base, head)?, Some(repo))
+                if let Some(base) = args.base {
+                    git::check_base(&repo, base)?;
+                }
+                let changed = match base {
+                    // A new branch: Gitea decides on its head commit's files.
+                    Some(base) if config.dialect == Dialect::Gitea && is_zero_sha(base) => {
+                        git::commit_files(&repo, head)?
+                    }
+                    _ => git::changed_files(&repo, base, head)?,
+                };
+                (changed, Some(repo))
             }
         };
         let given = args
@@ -145,27 +159,39 @@ fn read_event() -> Result<Option<PushEvent>> {
     })
 }
 
-/// Reads changed paths, one a line, from a file or stdin (`-`).
-fn read_file_list(root: &Path, source: &Path) -> Result<Vec<String>> {
-    let text = if source == Path::new("-") {
-        let mut text = String::new();
+fn is_zero_sha(rev: &str) -> bool {
+    !rev.is_empty() && rev.bytes().all(|b| b == b'0')
+}
+
+/// Reads changed paths from a file or stdin (`-`), in the forms git prints
+/// them (see [`git::parse_name_list`]).
+fn read_file_list(root: &Path, source: &Path, nul: bool) -> Result<Vec<String>> {
+    let (bytes, name) = if source == Path::new("-") {
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .map_err(|e| Error::input("cannot read the changed files from stdin").caused_by(e))?;
-        text
+        (bytes, PathBuf::from("<stdin>"))
     } else {
         let path = config::resolve(root, source);
-        std::fs::read_to_string(&path).map_err(|e| Error::unreadable("file list", &path, e))?
+        let bytes = std::fs::read(&path).map_err(|e| Error::unreadable("file list", &path, e))?;
+        (bytes, path)
     };
-    let mut files: Vec<String> = text
-        .lines()
-        .map(|line| line.trim_end_matches('\r'))
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| line.strip_prefix("./").unwrap_or(line).to_string())
-        .collect();
-    files.sort();
-    files.dedup();
-    Ok(files)
+    git::parse_name_list(&bytes, nul).map_err(|e| {
+        let entry = if nul || bytes.contains(&0) {
+            "NUL-separated name"
+        } else {
+            "line"
+        };
+        Error::input(format!(
+            "cannot read changed file {entry} {} of {}",
+            e.line,
+            name.display()
+        ))
+        .at(Location::new(&name, e.line, None))
+        .caused_by(e.message)
+        .hint("give paths as `git diff --name-only` prints them (C-quoted names are fine), or NUL-separated with `-z`")
+    })
 }
 
 fn text(decision: &Decision) -> String {
@@ -215,7 +241,7 @@ fn check(config: &Config, workflow: &Workflow, format: Format, ci: &Ci) -> Resul
     match format {
         Format::Text => {
             for f in &findings {
-                out.push_str(&format!("{}\n", finding_line(&file, f)));
+                out.push_str(&format!("{}\n", ci::one_line(&finding_line(&file, f))));
             }
             out.push_str(&match findings.len() {
                 0 => format!("{file}: no findings\n"),

@@ -34,6 +34,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let overrides = Overrides {
         registry: args.registry.clone(),
+        dialect: args.dialect,
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, env)?;

@@ -36,8 +36,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Runs the hoist binary in `dir` as a fresh shell would: no `GITHUB_*` or
-/// `HOIST_*` variable of the test's own environment leaks in, only `env`.
+/// Runs the hoist binary in `dir` as a fresh shell would: no `GITHUB_*`,
+/// `GITEA_*` or `HOIST_*` variable of the test's own environment leaks in,
+/// only `env`.
 pub fn hoist(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
     command
@@ -45,7 +46,10 @@ pub fn hoist(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::O
         .args(args)
         .stdin(std::process::Stdio::null());
     for (name, _) in std::env::vars() {
-        if name.starts_with("GITHUB_") || name.starts_with("HOIST_") {
+        if ["GITHUB_", "GITEA_", "HOIST_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
             command.env_remove(name);
         }
     }

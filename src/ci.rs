@@ -33,9 +33,12 @@
 
 use crate::error::{Error, Location, Result};
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Where the CI runner listens; everything is off outside CI.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +48,16 @@ pub struct Ci {
     pub actions: bool,
     pub output: Option<PathBuf>,
     pub summary: Option<PathBuf>,
+    /// The values [`Ci::mask`] already masked, shared by every clone.
+    masked: Arc<Mutex<Masked>>,
+}
+
+/// What was masked, as hashes under this process's random keys, so that
+/// the set never holds a secret.
+#[derive(Debug, Default)]
+struct Masked {
+    keys: RandomState,
+    hashes: HashSet<u64>,
 }
 
 impl Ci {
@@ -58,6 +71,7 @@ impl Ci {
             actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
             output: path("GITHUB_OUTPUT"),
             summary: path("GITHUB_STEP_SUMMARY"),
+            masked: Arc::default(),
         }
     }
 
@@ -142,18 +156,28 @@ impl Ci {
         }
     }
 
-    /// Asks the runner to mask a secret in everything printed after this.
-    /// Each line of a multi-line value is masked on its own: the runner
-    /// masks line by line.
+    /// Asks the runner to mask a secret in everything printed after this,
+    /// once per value however often it is asked. Each line of a multi-line
+    /// value is masked on its own: the runner masks line by line.
     pub fn mask(&self, secret: &str) {
-        if !self.actions {
-            return;
-        }
+        write_err(&self.mask_commands(secret));
+    }
+
+    /// The `::add-mask::` lines [`Ci::mask`] prints for `secret`: none
+    /// outside a runner or for a value masked before.
+    fn mask_commands(&self, secret: &str) -> String {
         let mut commands = String::new();
-        for line in secret.lines().filter(|l| !l.trim().is_empty()) {
-            commands.push_str(&format!("::add-mask::{}\n", escape_data(line)));
+        if !self.actions {
+            return commands;
         }
-        write_err(&commands);
+        let mut masked = self.masked.lock().unwrap_or_else(|e| e.into_inner());
+        for line in secret.lines().filter(|l| !l.trim().is_empty()) {
+            let hash = masked.keys.hash_one(line);
+            if masked.hashes.insert(hash) {
+                commands.push_str(&format!("::add-mask::{}\n", escape_data(line)));
+            }
+        }
+        commands
     }
 
     /// Relays lines hoist did not write (a build log, a container's log) to
@@ -360,7 +384,7 @@ pub fn json_safe(json: String) -> String {
 /// per-process random hash keys (seeded by the operating system), so that a
 /// relayed text cannot name it in advance and resume commands.
 fn stop_token() -> String {
-    let state = std::collections::hash_map::RandomState::new();
+    let state = RandomState::new();
     let high = state.hash_one(0u8);
     let low = state.hash_one(std::time::SystemTime::now());
     format!("hoist-{high:016x}{low:016x}")
@@ -436,6 +460,22 @@ mod tests {
             std::fs::read_to_string(file).unwrap(),
             "run=true\nlist<<HOIST_EOF_\na\nHOIST_EOF\nb\nHOIST_EOF_\n"
         );
+    }
+
+    #[test]
+    fn masks_each_value_once_line_by_line() {
+        let ci = runner();
+        assert_eq!(ci.mask_commands("s3cret"), "::add-mask::s3cret\n");
+        assert_eq!(
+            ci.clone().mask_commands("s3cret"),
+            "",
+            "clones share what was masked"
+        );
+        assert_eq!(
+            ci.mask_commands("line one\ns3cret\n100%"),
+            "::add-mask::line one\n::add-mask::100%25\n"
+        );
+        assert_eq!(Ci::default().mask_commands("x"), "");
     }
 
     #[test]

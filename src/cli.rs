@@ -5,11 +5,60 @@ use crate::dialect::Dialect;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// The exit codes of hoist as a whole (`hoist --help`); each command's
+/// `--help` lists only the ones it can return. `2` is always clap's for a
+/// usage error as well.
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the command ran and failed, or `--check` found problems
+  1  the command ran and failed, or `hoist changes --check` found problems
   2  usage, config or input error (a missing or invalid file, a bad pattern)";
+
+const EXIT_CHANGES: &str = "\
+Exit codes:
+  0  decided (whether the push runs or not: read the output), or --check found nothing
+  1  --check found problems, or git failed
+  2  usage, config or input error: a missing or invalid workflow, a bad pattern, a --base
+     that this full clone does not hold, an unreadable --files-from";
+
+const EXIT_DEPS: &str = "\
+Exit codes:
+  0  every dependency is in place (cloned or reused; with --tolerant, skipped ones too)
+  1  a dependency failed (each one is listed with its cause)
+  2  usage, config or input error: an invalid manifest, an unknown provider, a base URL
+     without a scheme";
+
+const EXIT_BUILD: &str = "\
+Exit codes:
+  0  every image was built, tagged and passed its smoke gate
+  1  the engine could not be reached, a build or a smoke gate failed
+  2  usage, config or input error: a missing Dockerfile or context, an unknown --image, an
+     invalid hoist.yaml, a --sha that is not a commit";
+
+const EXIT_PUBLISH: &str = "\
+Exit codes:
+  0  published and verified, or not selected by the path filters (the output says which)
+  1  a dependency, build, push or check failed, or a staging tag holds another commit's image
+  2  usage, config or input error: no registry, an invalid hoist.yaml or workflow";
+
+const EXIT_PROMOTE: &str = "\
+Exit codes:
+  0  latest names the commit's images, verified (or already did)
+  1  a missing staging tag, latest would go backwards, latest changed meanwhile, a canary
+     timed out, or a write failed or could not be verified
+  2  usage, config or input error: no registry, a sha that is not 7 to 40 hex characters";
+
+const EXIT_ROLLBACK: &str = "\
+Exit codes:
+  0  latest is back, verified
+  1  no latest-previous to go back to, a missing staging tag, or a write failed
+  2  usage, config or input error: no registry, a bad sha";
+
+const EXIT_STATUS: &str = "\
+Exit codes:
+  0  the tags were read
+  1  the registry could not be read
+  2  usage, config or input error: no registry, an invalid hoist.yaml";
 
 /// hoist: a monorepo's container-image pipeline, from commit to production tag.
 #[derive(Debug, Parser)]
@@ -30,25 +79,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Decide whether a push selects the pipeline, from the workflow's `on.push` filters.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CHANGES)]
     Changes(ChangesArgs),
     /// Pre-clone the git dependencies of manifest.json into the bundle dir.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_DEPS)]
     Deps(DepsArgs),
     /// Build the images through the Docker engine, tagged `:staging-<sha7>` and `:staging-latest`.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_BUILD)]
     Build(BuildArgs),
     /// The CI step: changes, deps, build, push `:staging-<sha7>` and `:staging-latest`, verify.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_PUBLISH)]
     Publish(PublishArgs),
     /// Point `latest` at a published commit's images, registry-side: all images or none, verified.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_PROMOTE)]
     Promote(PromoteArgs),
     /// Move `latest` back to `latest-previous` (swapping them), or to a given commit.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_ROLLBACK)]
     Rollback(RollbackArgs),
     /// What `latest`, `latest-previous` and `staging-latest` name, and the newest staging tags.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_STATUS)]
     Status(StatusArgs),
 }
 

@@ -41,6 +41,15 @@ impl Changes {
     pub fn selected(&self) -> bool {
         self.forced || self.decision.as_ref().is_none_or(|d| d.run)
     }
+
+    /// Why the plan runs or not, as `hoist changes` would say it.
+    pub fn reason(&self) -> String {
+        match (&self.decision, self.forced) {
+            (_, true) => "--force: published whatever the path filters say".to_string(),
+            (Some(decision), false) => decision.reason.clone(),
+            (None, false) => String::new(),
+        }
+    }
 }
 
 /// One dependency to pre-clone.

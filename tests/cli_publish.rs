@@ -71,6 +71,22 @@ fn publishes_end_to_end_and_a_rerun_is_a_no_op() {
     let sha = repo.head();
     let first = repo.publish(registry.addr(), &[], &[]);
     let digests = assert_published(&registry, &first, &sha);
+    // It says why it ran, as it says why it skips.
+    let reason = first.json["reason"].as_str().unwrap();
+    assert!(reason.contains("changed files match `paths`"), "{reason}");
+    assert!(first.summary.contains("run: "), "{}", first.summary);
+    // Push lines carry the same padded image prefix as build lines.
+    let width = IMAGES.iter().map(|i| i.len()).max().unwrap();
+    let stderr = first.stderr();
+    for name in IMAGES {
+        let prefix = format!("{name:width$} | ");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(":staging-latest: ")),
+            "{prefix:?}: {stderr}"
+        );
+    }
     for (name, digest) in IMAGES.iter().zip(&digests) {
         assert_eq!(staging_latest(&registry, name).as_ref(), Some(digest));
         assert_eq!(first.image(name)["built"], true);

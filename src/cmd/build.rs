@@ -419,13 +419,12 @@ impl Printer {
         match event {
             Event::Line(index, line) if self.grouped => self.buffered[index].push(line),
             Event::Line(index, line) => {
-                eprintln!("{:width$} | {line}", self.names[index], width = self.width);
+                self.ci
+                    .say(&super::prefixed(&self.names[index], self.width, &line));
             }
             Event::Done(index) if self.grouped => {
-                self.ci.group(&format!("build {}", self.names[index]));
                 let lines = std::mem::take(&mut self.buffered[index]);
-                self.ci.relay(lines.iter().map(String::as_str));
-                self.ci.end_group();
+                super::print_image_log(&self.ci, "build", &self.names[index], self.width, &lines);
             }
             Event::Done(_) => {}
         }

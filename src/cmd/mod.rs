@@ -23,6 +23,28 @@ pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
     }
 }
 
+/// One image's log line outside a runner, as build and push print them:
+/// the image's name padded to `width`, then the line (as `docker compose`
+/// prefixes its services' logs).
+fn prefixed(name: &str, width: usize, line: &str) -> String {
+    format!("{name:width$} | {line}")
+}
+
+/// One image's finished log, as build and push print it: under a runner a
+/// `::group::<stage> <image>` whose lines (the engine's, a build's) are
+/// relayed as they are; elsewhere each line [`prefixed`].
+fn print_image_log(ci: &Ci, stage: &str, name: &str, width: usize, lines: &[String]) {
+    if ci.actions {
+        ci.group(&format!("{stage} {name}"));
+        ci.relay(lines.iter().map(String::as_str));
+        ci.end_group();
+    } else {
+        for line in lines {
+            ci.say(&prefixed(name, width, line));
+        }
+    }
+}
+
 /// Pretty JSON and a newline, safe to print under a runner
 /// ([`crate::ci::json_safe`]); the values printed here always serialise.
 fn json(value: &impl serde::Serialize) -> String {

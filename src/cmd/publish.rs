@@ -398,12 +398,9 @@ async fn push_all(
 
     let mut published = Vec::new();
     let mut failures = Vec::new();
+    let width = plan.images.iter().map(|i| i.name.len()).max().unwrap_or(0);
     for (name, lines, outcome) in outcomes {
-        ci.group(&format!("push {name}"));
-        for line in lines {
-            ci.say(&format!("{name} | {}", ci::one_line(&line)));
-        }
-        ci.end_group();
+        super::print_image_log(ci, "push", &name, width, &lines);
         match outcome {
             Ok(image) => published.push(image),
             Err(error) => failures.push(error),
@@ -668,11 +665,7 @@ fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format, ci: 
 }
 
 fn skipped(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
-    let reason = plan
-        .changes
-        .decision
-        .as_ref()
-        .map_or(String::new(), |d| d.reason.clone());
+    let reason = plan.changes.reason();
     match format {
         Format::Json => {
             let document = serde_json::json!({
@@ -683,12 +676,13 @@ fn skipped(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
             });
             ci.out(&super::json(&document))?;
         }
-        Format::Text => ci.out(&format!("not published: {reason}\n"))?,
+        Format::Text => ci.out(&format!("not published: {}\n", ci::one_line(&reason)))?,
     }
     ci.set_output("published", "false")?;
     ci.set_output("sha7", &plan.sha7)?;
     ci.add_summary(&format!(
-        "### hoist publish\n\nnot published: {reason} (use `--force` to publish anyway)\n\n"
+        "### hoist publish\n\nnot published: {} (use `--force` to publish anyway)\n\n",
+        markdown(&reason)
     ))?;
     Ok(0)
 }
@@ -696,6 +690,8 @@ fn skipped(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
 #[derive(Serialize)]
 struct Document<'a> {
     published: bool,
+    /// Why it ran: the change decision's reason, or `--force`.
+    reason: String,
     sha: &'a str,
     sha7: &'a str,
     registry: &'a str,
@@ -716,6 +712,7 @@ fn report(
         Format::Json => {
             let document = Document {
                 published: true,
+                reason: plan.changes.reason(),
                 sha: &plan.sha,
                 sha7: &plan.sha7,
                 registry: &plan.registry.target,
@@ -726,7 +723,7 @@ fn report(
             ci.out(&super::json(&document))?;
         }
         Format::Text => {
-            let mut text = String::new();
+            let mut text = format!("run: {}\n", ci::one_line(&plan.changes.reason()));
             for image in images {
                 let how = if image.built {
                     format!(
@@ -782,6 +779,7 @@ fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> Str
         markdown_code(&plan.sha7),
         markdown_code(&plan.registry.target.to_string())
     );
+    out.push_str(&format!("run: {}\n\n", markdown(&plan.changes.reason())));
     out.push_str("| image | tags | digest | size | build | push |\n|---|---|---|---|---|---|\n");
     for image in images {
         let tags: Vec<String> = image.tags.iter().map(|t| markdown_code(t)).collect();

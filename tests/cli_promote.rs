@@ -864,8 +864,7 @@ fn a_credential_helper_that_is_not_installed_is_no_login_with_one_warning() {
         let promote = repo.run(&["promote", &shas[0], "--registry", &target], &env);
         once(&promote, "promote");
         assert_latest(&registry, &shas[0]);
-        // publish looks the login up twice (build cache, registry): still
-        // one warning.
+        // publish pushes through the engine, anonymously too.
         let sha = repo.server_commit(program);
         let publish = repo.publish(registry.addr(), &[], &env);
         once(&publish, "publish");

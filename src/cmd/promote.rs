@@ -1059,7 +1059,8 @@ async fn image_status(
         let hex = staging_hex(&tag.tag).unwrap_or_default();
         let sha = resolve(hex).unwrap_or_else(|| hex.to_string());
         let revisions = registry.revisions(repository, &manifest).await?;
-        Ok(Some((sha, promote::identify(&sha, &revisions))))
+        let identity = promote::identify(&sha, &revisions);
+        Ok(Some((sha, identity)))
     }))
     .await;
     for (tag, identity) in staging.iter_mut().zip(identities) {

@@ -316,8 +316,7 @@ fn find_helper(program: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<Pa
 }
 
 /// Warns that a helper is missing, once per helper and host in this
-/// process: publish looks the login up for the build and again for the
-/// registry.
+/// process, however often a command looks the login up.
 fn warn_once(missing: &MissingHelper, host: &str) {
     static WARNED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
     let key = (missing.program.clone(), host.to_string());

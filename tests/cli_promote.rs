@@ -795,11 +795,7 @@ fn an_image_that_does_not_say_its_commit_is_promoted_with_a_warning() {
         assert_eq!(status, 200, "{config}");
         let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
         let labels = config["config"]["Labels"].as_object_mut().unwrap();
-        assert!(
-            labels
-                .remove("org.opencontainers.image.revision")
-                .is_some()
-        );
+        assert!(labels.remove("org.opencontainers.image.revision").is_some());
         let config = serde_json::to_vec(&config).unwrap();
         manifest["config"]["digest"] = push_blob(registry.addr(), &repository, &config).into();
         manifest["config"]["size"] = config.len().into();

@@ -789,7 +789,10 @@ fn a_staging_tag_pushed_onto_another_commits_image_is_never_promoted() {
     project.shas.push(y.clone());
     for image in IMAGES {
         ecr.put(image, &a, &staging(&y));
-        assert_eq!(ecr.digest(image, &staging(&y)), ecr.digest(image, &staging(&a)));
+        assert_eq!(
+            ecr.digest(image, &staging(&y)),
+            ecr.digest(image, &staging(&a))
+        );
     }
 
     let before = ecr.all_tags();
@@ -816,11 +819,13 @@ fn a_staging_tag_pushed_onto_another_commits_image_is_never_promoted() {
     for image in IMAGES {
         let warnings = status.image(image)["warnings"].as_array().unwrap();
         assert!(
-            warnings.iter().any(|w| w.as_str().unwrap().contains(&format!(
-                "{} holds an image built from commit {}",
-                staging(&y),
-                &a[..7]
-            ))),
+            warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().contains(&format!(
+                    "{} holds an image built from commit {}",
+                    staging(&y),
+                    &a[..7]
+                ))),
             "{warnings:?}"
         );
     }

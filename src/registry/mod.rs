@@ -361,7 +361,11 @@ impl Registry {
     pub async fn revisions(&self, repository: &str, manifest: &Manifest) -> Result<Vec<String>> {
         match self {
             Registry::Ecr(r) => r.revisions(repository, manifest).await,
-            Registry::Oci(r) => Ok(r.revision(repository, manifest).await?.into_iter().collect()),
+            Registry::Oci(r) => Ok(r
+                .revision(repository, manifest)
+                .await?
+                .into_iter()
+                .collect()),
         }
     }
 

@@ -808,8 +808,9 @@ impl Oci {
 
     fn no_login(&self, repository: &str) -> Error {
         let host = &self.target.host;
-        let mut error =
-            Error::failed(format!("{host} requires a login for {repository}, and hoist has none"));
+        let mut error = Error::failed(format!(
+            "{host} requires a login for {repository}, and hoist has none"
+        ));
         if let Some(missing) = &self.missing_helper {
             error = error.caused_by(format!(
                 "the credential helper {}",

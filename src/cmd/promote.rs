@@ -3,7 +3,8 @@
 //!
 //! A promotion reads every image's `staging-<sha7>`, `latest` and
 //! `latest-previous` first, and refuses before anything moves when one is
-//! missing or when `latest` would go backwards. After waiting for canaries
+//! missing, when a staging image names another commit than the one asked
+//! for, or when `latest` would go backwards. After waiting for canaries
 //! it reads `latest` again (someone else may have promoted
 //! meanwhile). It writes image by image: the exact manifest bytes under the
 //! tag, no layer touched. When a write fails, the writes already done are
@@ -1064,8 +1065,18 @@ async fn image_status(
     }))
     .await;
     for (tag, identity) in staging.iter_mut().zip(identities) {
-        let Some((sha, identity)) = identity? else {
-            continue;
+        // One unreadable tag (an index naming a manifest the registry lost)
+        // is worth a warning, not the whole report.
+        let (sha, identity) = match identity {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(error) => {
+                warnings.push(format!(
+                    "{name}: cannot tell which commit {repository}:{} holds: {}",
+                    tag.tag, error.message
+                ));
+                continue;
+            }
         };
         if let Identity::Other { revision } = &identity {
             warnings.push(format!(

@@ -38,6 +38,46 @@ pub fn same_sha(a: &str, b: &str) -> bool {
     same_commit(a, b) || same_commit(b, a)
 }
 
+/// Whether a staging image is the commit it was asked for, as far as the
+/// registry tells.
+///
+/// `staging-<sha7>` names a commit by 7 characters: another commit sharing
+/// them (a collision, or a tag pushed by hand) can hold the tag, and
+/// moving `latest` to it would ship the wrong code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Identity {
+    /// Every commit the registry names for the image is the one asked for
+    /// (`revision`: the longest it gives; on ECR a tag's 7 characters).
+    Confirmed { revision: String },
+    /// The registry says the image was built from `revision`, another
+    /// commit.
+    Other { revision: String },
+    /// The registry does not say which commit the image was built from.
+    Untold,
+}
+
+/// Sets what the registry says an image was built from (`revisions`: the
+/// revision label's full sha on OCI registries; on ECR the hex of every
+/// `staging-<hex>` tag on the image) against `sha`, the commit asked for:
+/// the full sha when the local clone knows the commit, else as given (7 to
+/// 40 characters). A revision matches when one is a prefix of the other,
+/// as publish judges its staging tag.
+pub fn identify(sha: &str, revisions: &[String]) -> Identity {
+    let longest = |matching: bool| {
+        revisions
+            .iter()
+            .filter(|r| same_sha(r, sha) == matching)
+            .max_by_key(|r| r.len())
+            .cloned()
+    };
+    match (longest(false), longest(true)) {
+        (Some(revision), _) => Identity::Other { revision },
+        (None, Some(revision)) => Identity::Confirmed { revision },
+        (None, None) => Identity::Untold,
+    }
+}
+
 /// How the commit being promoted stands to the one `latest` holds, as the
 /// local git history tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +317,60 @@ mod tests {
         assert_eq!(staging_tag(SHA), "staging-0123456");
         assert!(same_sha("0123456", SHA) && same_sha(SHA, "0123456"));
         assert!(!same_sha("0123457", SHA));
+    }
+
+    #[test]
+    fn a_staging_image_must_name_the_commit_asked_for() {
+        let one = |r: &str| vec![r.to_string()];
+        // The label's full sha, against the full sha the clone resolved.
+        assert_eq!(
+            identify(SHA, &one(SHA)),
+            Identity::Confirmed {
+                revision: SHA.into()
+            }
+        );
+        // Another commit sharing the 7 characters of the tag.
+        let twin = "0123456fffffffffffffffffffffffffffffffff";
+        assert_eq!(
+            identify(SHA, &one(twin)),
+            Identity::Other {
+                revision: twin.into()
+            }
+        );
+        assert_eq!(
+            identify(SHA, &one(NEWER)),
+            Identity::Other {
+                revision: NEWER.into()
+            }
+        );
+        // A clone that does not know the commit: only the prefix given.
+        assert!(matches!(
+            identify("0123456", &one(SHA)),
+            Identity::Confirmed { .. }
+        ));
+        assert!(matches!(
+            identify("01234567", &one(twin)),
+            Identity::Other { .. }
+        ));
+        // ECR: the tags on the image; one naming another commit is enough.
+        assert_eq!(
+            identify(SHA, &one("0123456")),
+            Identity::Confirmed {
+                revision: "0123456".into()
+            }
+        );
+        assert_eq!(
+            identify(SHA, &["0123456".into(), "fedcba9".into()]),
+            Identity::Other {
+                revision: "fedcba9".into()
+            }
+        );
+        assert_eq!(identify(SHA, &[]), Identity::Untold);
+        // A label that is no sha at all names no commit of ours either.
+        assert!(matches!(
+            identify(SHA, &one("main")),
+            Identity::Other { .. }
+        ));
     }
 
     #[test]

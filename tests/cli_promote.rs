@@ -115,25 +115,35 @@ fn promote_moves_latest_registry_side_verified_and_a_rerun_is_a_no_op() {
         );
     }
     assert!(first.outputs.contains("promoted=true\n"));
-    // Registry-side: manifests only, not one blob read or written.
-    assert_eq!(blob_requests(&registry, log), Vec::<String>::new());
+    // Registry-side: manifests only; the one blob read per image is the
+    // source's config, whose revision label says which commit it is.
+    let blobs = blob_requests(&registry, log);
+    assert!(blobs.len() <= IMAGES.len(), "{blobs:#?}");
+    assert!(
+        blobs.iter().all(|l| l.contains("http.request.method=GET")),
+        "{blobs:#?}"
+    );
 
     let again = hoist_on(&repo, registry.addr(), "promote", &[&a[..7]]);
     assert_eq!(again.code(), Some(0), "{}", again.describe());
     assert_eq!(again.json["moved"], 0);
     assert_latest(&registry, a);
 
-    // Forward: latest-previous keeps the rollback target. Telling forward
-    // from backwards reads the config of what latest names, and no other
-    // blob.
+    // Forward: latest-previous keeps the rollback target. Checking the
+    // source's commit and telling forward from backwards read the configs
+    // of the source and of what latest names, and no other blob.
     let log = registry.log().len();
     let next = hoist_on(&repo, registry.addr(), "promote", &[b]);
     assert_eq!(next.code(), Some(0), "{}", next.describe());
     assert_latest(&registry, b);
     assert_previous(&registry, Some(a));
     assert_eq!(next.json["moved"], 4);
+    for image in IMAGES {
+        assert_eq!(next.image(image)["identity"]["state"], "confirmed");
+        assert_eq!(next.image(image)["identity"]["revision"], b.as_str());
+    }
     let blobs = blob_requests(&registry, log);
-    assert!(blobs.len() <= IMAGES.len(), "{blobs:#?}");
+    assert!(blobs.len() <= 2 * IMAGES.len(), "{blobs:#?}");
     assert!(
         blobs.iter().all(|l| l.contains("http.request.method=GET")),
         "{blobs:#?}"
@@ -514,7 +524,9 @@ fn an_oci_index_is_promoted_byte_for_byte() {
         return;
     };
     // A two-platform index over the two platform images, written through
-    // the registry API under the staging tag of a commit of its own.
+    // the registry API over the staging tag of the second commit (its
+    // first platform, the one whose label tells the commit, is that
+    // commit's image).
     let platform = repository("platform");
     let entry = |sha: &str, arch: &str| {
         let digest = staging(&registry, "platform", sha);
@@ -537,10 +549,10 @@ fn an_oci_index_is_promoted_byte_for_byte() {
     };
     let index = format!(
         "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{OCI_INDEX}\",\n  \"manifests\": [{}, {}]\n}}\n",
-        entry(&shas[0], "amd64"),
-        entry(&shas[1], "arm64")
+        entry(&shas[1], "amd64"),
+        entry(&shas[0], "arm64")
     );
-    let sha = repo.server_commit("multi-platform");
+    let sha = &shas[1];
     let staging_tag = format!("staging-{}", &sha[..7]);
     let (status, head, _) = common::docker::http_put(
         registry.addr(),
@@ -555,7 +567,7 @@ fn an_oci_index_is_promoted_byte_for_byte() {
         &repo,
         registry.addr(),
         "promote",
-        &[&sha, "--image", "platform"],
+        &[sha, "--image", "platform"],
     );
     assert_eq!(run.code(), Some(0), "{}", run.describe());
     let (status, head, body) = http_request(
@@ -632,4 +644,262 @@ fn a_shallow_clone_fetches_the_history_it_needs_or_refuses() {
         "{stderr}"
     );
     assert_latest(&registry, b);
+}
+
+/// Under the staging tag of a new commit `y`, the images of an older
+/// commit `a`, put there by hand: what a collision of 7 characters (or a
+/// mistaken `crane tag`) leaves. `latest` names `b`'s images. Returns the
+/// repo, the registry, `a`, `b` and `y`.
+fn another_commits_image() -> Option<(Monorepo, Registry, String, String, String)> {
+    let (repo, registry, shas) = published(2)?;
+    let (a, b) = (shas[0].clone(), shas[1].clone());
+    let run = hoist_on(&repo, registry.addr(), "promote", &[&b]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let y = repo.server_commit("published by hand");
+    for image in IMAGES {
+        retag(
+            registry.addr(),
+            &repository(image),
+            &staging(&registry, image, &a),
+            &format!("staging-{}", &y[..7]),
+        );
+    }
+    Some((repo, registry, a, b, y))
+}
+
+#[test]
+fn a_staging_tag_holding_another_commits_image_is_never_promoted() {
+    let Some((repo, registry, a, b, y)) = another_commits_image() else {
+        return;
+    };
+    let y_tag = format!("staging-{}", &y[..7]);
+    // Short or full, promote or rollback: refused before anything moves,
+    // naming the image and both commits.
+    for args in [
+        vec!["promote", &y[..7]],
+        vec!["promote", y.as_str()],
+        vec!["promote", y.as_str(), "--dry-run"],
+        vec!["rollback", y.as_str()],
+    ] {
+        let refused = hoist_on(&repo, registry.addr(), args[0], &args[1..]);
+        assert_eq!(refused.code(), Some(1), "{args:?}: {}", refused.describe());
+        let stderr = refused.stderr();
+        for image in IMAGES {
+            assert!(
+                stderr.contains(&format!(
+                    "{image}: {PREFIX}/{image}:{y_tag} holds an image built from commit {a}, not {y}"
+                )),
+                "{args:?}: {stderr}"
+            );
+        }
+        assert!(
+            stderr.contains(&format!("hoist publish --sha {y} --force")),
+            "{stderr}"
+        );
+        assert_latest(&registry, &b);
+        assert_previous(&registry, None);
+    }
+
+    // status flags the tag, and only that one.
+    let status = hoist_on(&repo, registry.addr(), "status", &[]);
+    assert_eq!(status.code(), Some(0), "{}", status.describe());
+    for image in IMAGES {
+        let entry = status.image(image);
+        for tag in entry["staging"].as_array().unwrap() {
+            let identity = &tag["identity"];
+            if tag["tag"] == y_tag.as_str() {
+                assert_eq!(identity["state"], "other", "{tag}");
+                assert_eq!(identity["revision"], a.as_str(), "{tag}");
+            } else {
+                assert_eq!(identity["state"], "confirmed", "{tag}");
+            }
+        }
+        // Besides the one that latest-previous does not exist yet.
+        let flagged: Vec<&str> = entry["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str().filter(|w| w.contains("holds an image")))
+            .collect();
+        assert_eq!(flagged.len(), 1, "{entry}");
+        assert!(
+            flagged[0].contains(&format!("{y_tag} holds an image built from commit {a}")),
+            "{flagged:?}"
+        );
+    }
+}
+
+/// Uploads `bytes` as a blob of `repo` (POST, then PUT with the digest);
+/// returns its digest.
+fn push_blob(addr: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = hoist::registry::digest_of(bytes);
+    let (status, head, _) = http_request(
+        addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{head}");
+    let location = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap();
+    let path = location
+        .strip_prefix(&format!("http://{addr}"))
+        .unwrap_or(&location);
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let (status, head, _) = common::docker::http_put(
+        addr,
+        &format!("{path}{separator}digest={digest}"),
+        "application/octet-stream",
+        bytes,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{head}");
+    digest
+}
+
+#[test]
+fn an_image_that_does_not_say_its_commit_is_promoted_with_a_warning() {
+    let Some((repo, registry, shas)) = published(1) else {
+        return;
+    };
+    // The published image of shas[0] with its revision label taken out
+    // (the config rewritten, the layers kept), under the staging tag of a
+    // new commit: an image built by hand, without hoist's labels.
+    let sha = repo.server_commit("built by hand");
+    let tag = format!("staging-{}", &sha[..7]);
+    let media_type = "application/vnd.docker.distribution.manifest.v2+json";
+    for image in IMAGES {
+        let repository = repository(image);
+        let digest = staging(&registry, image, &shas[0]);
+        let (status, head, body) = http_request(
+            registry.addr(),
+            "GET",
+            &format!("/v2/{repository}/manifests/{digest}"),
+            None,
+            &[("Accept", media_type)],
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{head}");
+        let mut manifest: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+        let (status, config) =
+            registry.get(&format!("/v2/{repository}/blobs/{config_digest}"), None);
+        assert_eq!(status, 200, "{config}");
+        let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        let labels = config["config"]["Labels"].as_object_mut().unwrap();
+        assert!(labels.remove("org.opencontainers.image.revision").is_some());
+        let config = serde_json::to_vec(&config).unwrap();
+        manifest["config"]["digest"] = push_blob(registry.addr(), &repository, &config).into();
+        manifest["config"]["size"] = config.len().into();
+        let (status, head, _) = common::docker::http_put(
+            registry.addr(),
+            &format!("/v2/{repository}/manifests/{tag}"),
+            media_type,
+            &serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{head}");
+    }
+
+    let run = hoist_on(&repo, registry.addr(), "promote", &[&sha]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let stderr = run.stderr();
+    for image in IMAGES {
+        assert_eq!(run.image(image)["identity"]["state"], "untold");
+        let warning = format!(
+            "warning: {image}: {PREFIX}/{image}:{tag} does not say which commit it was built from"
+        );
+        assert_eq!(stderr.matches(&warning).count(), 1, "{stderr}");
+        assert_eq!(
+            digest(&registry, image, "latest"),
+            digest(&registry, image, &tag)
+        );
+    }
+}
+
+/// A `DOCKER_CONFIG` dir whose `config.json` is `config`.
+fn docker_config(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    dir
+}
+
+#[test]
+fn a_credential_helper_that_is_not_installed_is_no_login_with_one_warning() {
+    let Some((mut repo, registry, shas)) = published(1) else {
+        return;
+    };
+    // Docker Desktop's helper, on a machine without Docker Desktop; and a
+    // per-registry helper that is not installed either.
+    let stores = docker_config(r#"{"auths": {}, "credsStore": "desktop"}"#);
+    let helpers = docker_config(&format!(
+        r#"{{"credHelpers": {{"{}": "hoist-test-absent"}}}}"#,
+        registry.addr()
+    ));
+    for (config, program) in [
+        (&stores, "docker-credential-desktop"),
+        (&helpers, "docker-credential-hoist-test-absent"),
+    ] {
+        let env = [("DOCKER_CONFIG", config.path().to_str().unwrap())];
+        let once = |run: &Run, what: &str| {
+            assert_eq!(run.code(), Some(0), "{what}: {}", run.describe());
+            let stderr = run.stderr();
+            let warning = format!(
+                "is not installed: going on without a login for {}",
+                registry.addr()
+            );
+            assert_eq!(stderr.matches(&warning).count(), 1, "{what}: {stderr}");
+            assert_eq!(stderr.matches(program).count(), 1, "{what}: {stderr}");
+        };
+        let target = target(registry.addr());
+        let status = repo.run(&["status", "--registry", &target], &env);
+        once(&status, "status");
+        let promote = repo.run(&["promote", &shas[0], "--registry", &target], &env);
+        once(&promote, "promote");
+        assert_latest(&registry, &shas[0]);
+        // publish pushes through the engine, anonymously too.
+        let sha = repo.server_commit(program);
+        let publish = repo.publish(registry.addr(), &[], &env);
+        once(&publish, "publish");
+        assert!(digest(&registry, "platform", &format!("staging-{}", &sha[..7])).is_some());
+    }
+}
+
+#[test]
+fn a_registry_that_wants_a_login_still_fails_with_the_login_hint() {
+    let Some(registry) = Registry::start(RegistryOptions {
+        htpasswd: Some(("ci".to_string(), "s3cret".to_string())),
+    }) else {
+        return;
+    };
+    let Some(repo) = Monorepo::new(None) else {
+        return;
+    };
+    let config = docker_config(r#"{"credsStore": "desktop"}"#);
+    let run = repo.run(
+        &["status", "--registry", &target(registry.addr())],
+        &[("DOCKER_CONFIG", config.path().to_str().unwrap())],
+    );
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains(&format!("{} requires a login", registry.addr())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("docker-credential-desktop (named in"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("docker login {}", registry.addr())),
+        "{stderr}"
+    );
 }

@@ -771,3 +771,62 @@ fn an_immutable_latest_failure_keeps_the_hint_to_make_latest_mutable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_staging_tag_pushed_onto_another_commits_image_is_never_promoted() {
+    let Some((ecr, mut project)) = published(2) else {
+        return;
+    };
+    let (a, b) = (project.shas[0].clone(), project.shas[1].clone());
+    let run = ecr.hoist(&project, &["promote", &b]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    // A later commit's staging tag put by hand on a's images: on ECR the
+    // tags on a digest are what tells its commit, and a's own tag is one.
+    let dir = project.dir();
+    std::fs::write(dir.join("change.txt"), "by hand\n").unwrap();
+    git(&dir, &["commit", "-q", "-am", "by hand"]);
+    let y = git(&dir, &["rev-parse", "HEAD"]);
+    project.shas.push(y.clone());
+    for image in IMAGES {
+        ecr.put(image, &a, &staging(&y));
+        assert_eq!(
+            ecr.digest(image, &staging(&y)),
+            ecr.digest(image, &staging(&a))
+        );
+    }
+
+    let before = ecr.all_tags();
+    for args in [vec!["promote", &y[..7]], vec!["rollback", y.as_str()]] {
+        let refused = ecr.hoist(&project, &args);
+        assert_eq!(refused.code(), Some(1), "{args:?}: {}", refused.describe());
+        let stderr = refused.stderr();
+        for image in IMAGES {
+            assert!(
+                stderr.contains(&format!(
+                    "{image}: {PREFIX}/{image}:{} holds an image built from commit {}, not {y}",
+                    staging(&y),
+                    &a[..7]
+                )),
+                "{args:?}: {stderr}"
+            );
+        }
+        assert_eq!(ecr.all_tags(), before, "{args:?}: nothing moves");
+    }
+    assert_latest(&ecr, &b);
+
+    let status = ecr.hoist(&project, &["status"]);
+    assert_eq!(status.code(), Some(0), "{}", status.describe());
+    for image in IMAGES {
+        let warnings = status.image(image)["warnings"].as_array().unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().contains(&format!(
+                    "{} holds an image built from commit {}",
+                    staging(&y),
+                    &a[..7]
+                ))),
+            "{warnings:?}"
+        );
+    }
+}

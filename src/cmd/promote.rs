@@ -3,7 +3,8 @@
 //!
 //! A promotion reads every image's `staging-<sha7>`, `latest` and
 //! `latest-previous` first, and refuses before anything moves when one is
-//! missing or when `latest` would go backwards. After waiting for canaries
+//! missing, when a staging image names another commit than the one asked
+//! for, or when `latest` would go backwards. After waiting for canaries
 //! it reads `latest` again (someone else may have promoted
 //! meanwhile). It writes image by image: the exact manifest bytes under the
 //! tag, no layer touched. When a write fails, the writes already done are
@@ -18,10 +19,11 @@ use crate::config::{Config, Overrides, parse_duration};
 use crate::error::{Error, Result};
 use crate::git;
 use crate::promote::{
-    self, Ancestry, Direction, LATEST, LATEST_PREVIOUS, Move, Write, parse_sha, staging_tag,
+    self, Ancestry, Direction, Identity, LATEST, LATEST_PREVIOUS, Move, Write, parse_sha,
+    staging_tag,
 };
 use crate::publish::STAGING_LATEST;
-use crate::registry::{Manifest, Registry, Target};
+use crate::registry::{Manifest, REVISION_LABEL, Registry, Target};
 use futures_util::future::join_all;
 use git2::Repository;
 use serde::Serialize;
@@ -107,13 +109,16 @@ struct Tags {
     /// The commit `latest` was built from, read when `latest` names another
     /// manifest than the source.
     latest_revision: Option<String>,
+    /// Every commit the registry names for the source image (see
+    /// [`Registry::revisions`]).
+    source_revisions: Vec<String>,
     previous: Option<Manifest>,
 }
 
 /// Reads `source_tag` (when given), `latest` and `latest-previous` of every
-/// image, and the revision of a `latest` that differs from the source; all
-/// images at once, and each image's revision as soon as its two manifests
-/// are in.
+/// image, the commits the source names and the revision of a `latest` that
+/// differs from the source; all images at once, and each image's revisions
+/// as soon as its two manifests are in.
 async fn read_tags(
     registry: &Registry,
     images: &[(String, String)],
@@ -129,15 +134,24 @@ async fn read_tags(
             };
             let (source, latest) =
                 futures_util::try_join!(source, registry.manifest(repository, LATEST))?;
-            let revision = match (&source, &latest) {
-                (Some(source), Some(latest)) if latest.digest != source.digest => {
-                    registry.revision(repository, latest).await?
+            let latest_revision = async {
+                match (&source, &latest) {
+                    (Some(source), Some(latest)) if latest.digest != source.digest => {
+                        registry.revision(repository, latest).await
+                    }
+                    _ => Ok(None),
                 }
-                _ => None,
             };
-            Ok::<_, Error>((source, latest, revision))
+            let source_revisions = async {
+                match &source {
+                    Some(source) => registry.revisions(repository, source).await,
+                    None => Ok(Vec::new()),
+                }
+            };
+            let (revision, revisions) = futures_util::try_join!(latest_revision, source_revisions)?;
+            Ok::<_, Error>((source, latest, revision, revisions))
         };
-        let ((source, latest, latest_revision), previous) = futures_util::try_join!(
+        let ((source, latest, latest_revision, source_revisions), previous) = futures_util::try_join!(
             source_and_latest,
             registry.manifest(repository, LATEST_PREVIOUS)
         )?;
@@ -147,6 +161,7 @@ async fn read_tags(
             source,
             latest,
             latest_revision,
+            source_revisions,
             previous,
         })
     });
@@ -193,6 +208,20 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
             "publish {} first (`hoist publish`), or check the sha; `hoist status` lists the staging tags",
             &sha[..7]
         )));
+    }
+
+    let identities = identities(&tags, &sha, &source_tag)?;
+    for (t, identity) in tags.iter().zip(&identities) {
+        if *identity == Identity::Untold {
+            warn(
+                ci,
+                &format!(
+                    "{}: {}:{source_tag} does not say which commit it was built from \
+                     (no {REVISION_LABEL} label): promoting it unchecked",
+                    t.name, t.repository
+                ),
+            );
+        }
     }
 
     let directions = directions(
@@ -252,7 +281,8 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         images: tags
             .iter()
             .zip(&directions)
-            .map(|(t, direction)| PlannedImage {
+            .zip(&identities)
+            .map(|((t, direction), identity)| PlannedImage {
                 name: t.name.clone(),
                 repository: t.repository.clone(),
                 digest: t
@@ -261,6 +291,7 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
                     .map(|m| m.digest.clone())
                     .unwrap_or_default(),
                 direction: Some(direction.clone()),
+                identity: Some(identity.clone()),
                 writes: moves
                     .iter()
                     .find(|m| m.image == t.name)
@@ -297,6 +328,49 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
     runtime.block_on(apply(&registry, &moves, &manifests))?;
     let report = Report::new(&plan, true, canaries, &registry, started);
     print_report(&report, args.format, ci)
+}
+
+/// Whether each image's source is the commit `sha` (full when the local
+/// clone knows it); refuses, before anything moves, when one names another
+/// commit.
+fn identities(tags: &[Tags], sha: &str, source_tag: &str) -> Result<Vec<Identity>> {
+    let identities: Vec<Identity> = tags
+        .iter()
+        .map(|t| promote::identify(sha, &t.source_revisions))
+        .collect();
+    let others: Vec<String> = tags
+        .iter()
+        .zip(&identities)
+        .filter_map(|(t, identity)| match identity {
+            Identity::Other { revision } => Some(format!(
+                "{}: {}:{source_tag} holds an image built from commit {revision}, not {sha}",
+                t.name, t.repository
+            )),
+            _ => None,
+        })
+        .collect();
+    if others.is_empty() {
+        return Ok(identities);
+    }
+    let mut error = Error::failed(format!(
+        "nothing promoted: {source_tag} holds another commit's image, not {sha}"
+    ));
+    for line in others {
+        error = error.caused_by(line);
+    }
+    Err(error.hint(format!(
+        "7 characters can name two commits, and a tag can be pushed by hand; republish this \
+         commit with `hoist publish --sha {sha} --force`, then promote again"
+    )))
+}
+
+/// A warning on stderr: a workflow command in Actions, a plain line
+/// elsewhere.
+fn warn(ci: &Ci, message: &str) {
+    match ci.annotation("warning", None, message) {
+        Some(line) => eprintln!("{line}"),
+        None => eprintln!("warning: {message}"),
+    }
 }
 
 /// How each image's promotion stands to what `latest` holds; `fetch`: deepen
@@ -425,6 +499,7 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
                     .map(|m| m.digest.clone())
                     .unwrap_or_default(),
                 direction: None,
+                identity: None,
                 writes: moves
                     .iter()
                     .find(|m| m.image == t.name)
@@ -643,6 +718,9 @@ struct PlannedImage {
     digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     direction: Option<Direction>,
+    /// Whether the source is the commit asked for, as the registry tells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<Identity>,
     /// Empty when `latest` already names it.
     writes: Vec<Write>,
 }
@@ -846,6 +924,10 @@ struct StagingTag {
     tag: String,
     digest: Option<String>,
     pushed_at: Option<String>,
+    /// Whether its image is the commit the tag names (the full sha when the
+    /// local clone knows it), as the registry tells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<Identity>,
 }
 
 #[derive(Serialize)]
@@ -879,8 +961,19 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
         }
         None => vec![None; tags.len()],
     };
+    let resolve = |hex: &str| {
+        repo.as_ref()
+            .and_then(|repo| git::commit_sha(repo, hex).ok())
+    };
     let images = runtime.block_on(join_all(setup.images.iter().map(|(name, repository)| {
-        image_status(&registry, name, repository, args.staging, &newest_first)
+        image_status(
+            &registry,
+            name,
+            repository,
+            args.staging,
+            &newest_first,
+            &resolve,
+        )
     })));
     let images = images.into_iter().collect::<Result<Vec<_>>>()?;
     match args.format {
@@ -917,6 +1010,7 @@ async fn image_status(
     repository: &str,
     newest: usize,
     newest_first: &dyn Fn(&[&str]) -> Vec<Option<usize>>,
+    resolve: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ImageStatus> {
     let mut states = Vec::new();
     for tag in [LATEST, LATEST_PREVIOUS, STAGING_LATEST] {
@@ -935,6 +1029,7 @@ async fn image_status(
             tag: t.name,
             digest: t.digest,
             pushed_at: t.pushed_at,
+            identity: None,
         })
         .collect();
     // Newest first: by push time where the registry tells it, else in the
@@ -955,6 +1050,44 @@ async fn image_status(
     staging.truncate(newest);
 
     let mut warnings = Vec::new();
+    // A listed tag whose image is another commit's (a collision of 7
+    // characters, or a tag pushed by hand) would be refused by promote:
+    // say so before anyone tries.
+    let identities = join_all(staging.iter().map(|tag| async move {
+        let Some(manifest) = registry.manifest(repository, &tag.tag).await? else {
+            return Ok::<_, Error>(None);
+        };
+        let hex = staging_hex(&tag.tag).unwrap_or_default();
+        let sha = resolve(hex).unwrap_or_else(|| hex.to_string());
+        let revisions = registry.revisions(repository, &manifest).await?;
+        let identity = promote::identify(&sha, &revisions);
+        Ok(Some((sha, identity)))
+    }))
+    .await;
+    for (tag, identity) in staging.iter_mut().zip(identities) {
+        // One unreadable tag (an index naming a manifest the registry lost)
+        // is worth a warning, not the whole report.
+        let (sha, identity) = match identity {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(error) => {
+                warnings.push(format!(
+                    "{name}: cannot tell which commit {repository}:{} holds: {}",
+                    tag.tag, error.message
+                ));
+                continue;
+            }
+        };
+        if let Identity::Other { revision } = &identity {
+            warnings.push(format!(
+                "{name}: {repository}:{} holds an image built from commit {revision}, not {sha}: \
+                 promoting it is refused until that commit is republished \
+                 (`hoist publish --sha {sha} --force`)",
+                tag.tag
+            ));
+        }
+        tag.identity = Some(identity);
+    }
     match (&latest, &latest_previous) {
         (Some(_), None) => warnings.push(format!(
             "{name}: {repository}:{LATEST_PREVIOUS} does not exist: a rollback has no target \
@@ -1030,7 +1163,7 @@ fn status_text(images: &[ImageStatus]) -> String {
             text.push_str("  newest staging tags:\n");
             for tag in &image.staging {
                 text.push_str(&format!(
-                    "    {}{}{}\n",
+                    "    {}{}{}{}\n",
                     tag.tag,
                     tag.digest
                         .as_deref()
@@ -1039,7 +1172,11 @@ fn status_text(images: &[ImageStatus]) -> String {
                     tag.pushed_at
                         .as_deref()
                         .map(|t| format!("  pushed {t}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    match &tag.identity {
+                        Some(Identity::Other { revision }) => format!("  OTHER COMMIT {revision}"),
+                        _ => String::new(),
+                    }
                 ));
             }
         }

@@ -5,9 +5,15 @@
 //! its `auths`. hoist only reads that config: it never writes one and never
 //! runs `docker login`.
 //!
-//! A credential helper that is missing or fails (a locked keychain on a CI
-//! runner broke the reference pipeline) is an error that names the helper,
-//! not a silent anonymous run that fails later with a confusing 401.
+//! A credential helper that fails (a locked keychain on a CI runner broke
+//! the reference pipeline) is an error that names the helper, not a silent
+//! anonymous run that fails later with a confusing 401. A helper that is
+//! not installed is another matter: a config copied from a laptop says
+//! `"credsStore": "desktop"` on machines without Docker Desktop, and the
+//! docker CLI then goes on without a login (`ResolveAuthConfig` in
+//! docker/cli's `cli/command/registry.go` drops the helper's error). hoist
+//! does the same, with one warning per helper and host, and a registry that
+//! then asks for a login gets an error that names the missing helper.
 //!
 //! Identity tokens (`identitytoken` in `auths`, or a helper's user name
 //! `<token>`) come back as a [`Login`] whose user name is
@@ -22,6 +28,7 @@ use base64::Engine as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The user name that marks a login as an identity token, as Docker's
@@ -65,6 +72,37 @@ impl Source {
     }
 }
 
+/// A credential helper the Docker config names for a host that is not on
+/// `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingHelper {
+    /// `docker-credential-<name>`.
+    pub program: String,
+    /// The Docker config that names it.
+    pub config: PathBuf,
+}
+
+impl MissingHelper {
+    /// Says what is missing, e.g. "docker-credential-desktop (named in
+    /// /home/me/.docker/config.json) is not installed".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (named in {}) is not installed",
+            self.program,
+            self.config.display()
+        )
+    }
+}
+
+/// What the search for a host's login found.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// The login and where it came from.
+    pub found: Option<(Login, Source)>,
+    /// The credential helper that should have been asked but is missing.
+    pub missing_helper: Option<MissingHelper>,
+}
+
 /// The login for a registry host, if any is configured.
 pub fn login_for(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Login>> {
     Ok(find_login(host, env)?.map(|(login, _)| login))
@@ -75,6 +113,12 @@ pub fn find_login(
     host: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(Login, Source)>> {
+    Ok(lookup(host, env)?.found)
+}
+
+/// The login for a registry host, where it was found, and the credential
+/// helper that is missing, if one is.
+pub fn lookup(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Lookup> {
     let set = |name: &str| env(name).filter(|value| !value.is_empty());
     match (set("HOIST_REGISTRY_USER"), set("HOIST_REGISTRY_PASSWORD")) {
         (Some(username), Some(password)) => {
@@ -82,7 +126,10 @@ pub fn find_login(
                 username,
                 password: Secret::new(password),
             };
-            return Ok(Some((login, Source::Environment)));
+            return Ok(Lookup {
+                found: Some((login, Source::Environment)),
+                missing_helper: None,
+            });
         }
         (Some(_), None) | (None, Some(_)) => {
             let (set, unset) = if set("HOIST_REGISTRY_USER").is_some() {
@@ -96,11 +143,11 @@ pub fn find_login(
         (None, None) => {}
     }
     let Some(path) = config_path(env) else {
-        return Ok(None);
+        return Ok(Lookup::default());
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lookup::default()),
         Err(e) => return Err(Error::unreadable("Docker config", &path, e)),
     };
     from_config(host, &path, &text, env)
@@ -142,7 +189,7 @@ fn from_config(
     path: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<(Login, Source)>> {
+) -> Result<Lookup> {
     let config: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         Error::input(format!(
             "invalid JSON in the Docker config {}",
@@ -165,22 +212,53 @@ fn from_config(
         .and_then(|v| v.as_str())
         .or_else(|| config.get("credsStore").and_then(|v| v.as_str()))
         .filter(|name| !name.is_empty());
+    let mut missing_helper = None;
     if let Some(helper) = helper {
         let server = if wanted == "docker.io" {
             DOCKER_HUB_SERVER.to_string()
         } else {
             host.to_string()
         };
-        if let Some(login) = run_helper(helper, &server, path, env)? {
-            let source = Source::Helper {
-                config: path.to_path_buf(),
-                helper: helper.to_string(),
-            };
-            return Ok(Some((login, source)));
+        let program = format!("docker-credential-{helper}");
+        match find_helper(&program, env) {
+            Some(binary) => {
+                if let Some(login) = run_helper(&binary, &server, path, env)? {
+                    let source = Source::Helper {
+                        config: path.to_path_buf(),
+                        helper: helper.to_string(),
+                    };
+                    return Ok(Lookup {
+                        found: Some((login, source)),
+                        missing_helper: None,
+                    });
+                }
+            }
+            None => {
+                let missing = MissingHelper {
+                    program,
+                    config: path.to_path_buf(),
+                };
+                warn_once(&missing, host);
+                missing_helper = Some(missing);
+            }
         }
     }
+    // As the docker CLI does without an answer from the helper: the
+    // config's own entry, if any.
+    let found = from_auths(host, path, entry("auths"))?;
+    Ok(Lookup {
+        found,
+        missing_helper,
+    })
+}
 
-    let Some(auth) = entry("auths") else {
+/// The login an `auths` entry holds.
+fn from_auths(
+    host: &str,
+    path: &Path,
+    auth: Option<&serde_json::Value>,
+) -> Result<Option<(Login, Source)>> {
+    let Some(auth) = auth else {
         return Ok(None);
     };
     let source = Source::Config {
@@ -229,15 +307,48 @@ fn from_config(
     }
 }
 
-/// `docker-credential-<helper> get` with the server on stdin: the login, or
-/// `None` when the helper has none for that server.
+/// Where `program` is on the `PATH` that `env` gives, if anywhere.
+fn find_helper(program: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let path = env("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// Warns that a helper is missing, once per helper and host in this
+/// process, however often a command looks the login up.
+fn warn_once(missing: &MissingHelper, host: &str) {
+    static WARNED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let key = (missing.program.clone(), host.to_string());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.contains(&key) {
+        return;
+    }
+    warned.push(key);
+    // The name comes from the config file: keep control characters out of
+    // the log.
+    let message = format!(
+        "{}: going on without a login for {host}, as the docker CLI does",
+        missing.describe().escape_debug()
+    );
+    match crate::ci::Ci::from_env().annotation("warning", None, &message) {
+        Some(line) => eprintln!("{line}"),
+        None => eprintln!("warning: {message}"),
+    }
+}
+
+/// `<binary> get` (a `docker-credential-<helper>`) with the server on
+/// stdin: the login, or `None` when the helper has none for that server.
 fn run_helper(
-    helper: &str,
+    binary: &Path,
     server: &str,
     config: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Login>> {
-    let program = format!("docker-credential-{helper}");
+    let program = binary
+        .file_name()
+        .map(|name| name.to_string_lossy().to_string())
+        .unwrap_or_default();
     let failed = |why: String| {
         Error::failed(format!(
             "the Docker credential helper {program} failed for {server}"
@@ -249,17 +360,10 @@ fn run_helper(
             config.display()
         ))
     };
-    let path = env("PATH").unwrap_or_default();
-    let Some(binary) = std::env::split_paths(&path)
-        .map(|dir| dir.join(&program))
-        .find(|candidate| is_executable(candidate))
-    else {
-        return Err(failed(format!("{program} is not on PATH")));
-    };
-    let mut command = Command::new(&binary);
+    let mut command = Command::new(binary);
     command
         .arg("get")
-        .env("PATH", &path)
+        .env("PATH", env("PATH").unwrap_or_default())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -587,18 +691,28 @@ esac
                 .contains("HOIST_REGISTRY_USER")
         );
 
-        let error = login("missing.example.com", &env).unwrap_err();
-        assert_eq!(error.exit_code(), 1);
-        assert!(
-            error.message.contains("docker-credential-absent"),
-            "{error}"
-        );
-        assert!(error.to_string().contains("not on PATH"), "{error}");
+        // A helper that is not installed is no login, as for the docker
+        // CLI, and the lookup says which one is missing.
+        let found = lookup("missing.example.com", &|name| env.get(name)).unwrap();
+        assert!(found.found.is_none());
+        let missing = found.missing_helper.unwrap();
+        assert_eq!(missing.program, "docker-credential-absent");
+        assert_eq!(missing.config, dir.path().join("config.json"));
+        assert!(missing.describe().contains("is not installed"));
 
         // The helper is looked up on the PATH that `env` gives, only.
         let env = Env::new(&[("DOCKER_CONFIG", dir.path().to_str().unwrap())]);
-        let error = login("helped.example.com", &env).unwrap_err();
-        assert!(error.to_string().contains("not on PATH"), "{error}");
+        let found = lookup("helped.example.com", &|name| env.get(name)).unwrap();
+        assert!(found.found.is_none());
+        assert_eq!(
+            found.missing_helper.unwrap().program,
+            "docker-credential-fake"
+        );
+        // The config's auths entry still counts, as the docker CLI reads it.
+        assert_eq!(
+            pair(login("fallback.example.com", &env).unwrap()),
+            some("dave", "d")
+        );
     }
 
     #[test]

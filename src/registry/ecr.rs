@@ -389,9 +389,18 @@ impl Ecr {
         }
     }
 
-    /// The hex of a `staging-<hex>` tag on the manifest's digest. (ECR's API
-    /// does not serve the config blob, so the revision label is not read.)
+    /// The hex of a `staging-<hex>` tag on the manifest's digest, the
+    /// longest when there are several. (ECR's API does not serve the config
+    /// blob, so the revision label is not read.)
     pub async fn revision(&self, repository: &str, manifest: &Manifest) -> Result<Option<String>> {
+        let revisions = self.revisions(repository, manifest).await?;
+        Ok(revisions.into_iter().max_by_key(|hex| hex.len()))
+    }
+
+    /// The hex of every `staging-<hex>` tag on the manifest's digest, each
+    /// one the commit that tag was pushed for; empty for a digest the
+    /// repository does not hold.
+    pub async fn revisions(&self, repository: &str, manifest: &Manifest) -> Result<Vec<String>> {
         let op = "DescribeImages";
         let described = self
             .call(op, Some(repository), || {
@@ -409,7 +418,7 @@ impl Ecr {
             .await?;
         let output = match described {
             Ok(output) => output,
-            Err(e) if e.is_image_not_found_exception() => return Ok(None),
+            Err(e) if e.is_image_not_found_exception() => return Ok(Vec::new()),
             Err(e) if e.is_repository_not_found_exception() => {
                 return Err(self.no_repository(repository));
             }
@@ -420,8 +429,8 @@ impl Ecr {
             .iter()
             .flat_map(|image| image.image_tags())
             .filter_map(|tag| staging_hex(tag))
-            .max_by_key(|hex| hex.len())
-            .map(str::to_string))
+            .map(str::to_string)
+            .collect())
     }
 
     /// Every tag of the repository, with its digest and push time, sorted

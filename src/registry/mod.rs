@@ -354,6 +354,21 @@ impl Registry {
         }
     }
 
+    /// Every commit the registry names for an image, for checking that it
+    /// is the commit asked for: OCI, the revision label (none or one full
+    /// sha); ECR, the hex of every `staging-<hex>` tag on the same digest,
+    /// so that a tag pushed by hand onto another commit's image shows.
+    pub async fn revisions(&self, repository: &str, manifest: &Manifest) -> Result<Vec<String>> {
+        match self {
+            Registry::Ecr(r) => r.revisions(repository, manifest).await,
+            Registry::Oci(r) => Ok(r
+                .revision(repository, manifest)
+                .await?
+                .into_iter()
+                .collect()),
+        }
+    }
+
     /// Every tag of the repository, sorted by name. ECR: `DescribeImages`
     /// (tagged images, every page), one [`Tag`] per tag with its digest and
     /// push time. OCI: `GET /v2/<repo>/tags/list`, following the `Link`

@@ -64,6 +64,9 @@ pub struct Oci {
     /// `https://host` (or `http://host` on loopback).
     base: String,
     login: Option<(Login, Source)>,
+    /// The credential helper the Docker config names for this host but
+    /// this machine lacks: said when the registry asks for a login.
+    missing_helper: Option<credentials::MissingHelper>,
     /// Boxed: the client is large, and [`super::Registry`] holds an `Oci`
     /// by value.
     client: Box<HttpClient>,
@@ -176,7 +179,7 @@ impl Oci {
     /// A client for `target`, with the login that [`credentials`] finds for
     /// its host. Opens no connection yet.
     pub fn connect(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> Result<Oci> {
-        let login = credentials::find_login(&target.host, env)?;
+        let lookup = credentials::lookup(&target.host, env)?;
         let client = http_client(target)?;
         let scheme = if target.is_loopback() {
             "http"
@@ -186,7 +189,8 @@ impl Oci {
         Ok(Oci {
             target: target.clone(),
             base: format!("{scheme}://{}", target.host),
-            login,
+            login: lookup.found,
+            missing_helper: lookup.missing_helper,
             client: Box::new(client),
             auth: Mutex::new(AuthCache::default()),
             retries: Retries::default(),
@@ -804,8 +808,16 @@ impl Oci {
 
     fn no_login(&self, repository: &str) -> Error {
         let host = &self.target.host;
-        Error::failed(format!("{host} requires a login for {repository}, and hoist has none"))
-            .hint(format!(
+        let mut error = Error::failed(format!(
+            "{host} requires a login for {repository}, and hoist has none"
+        ));
+        if let Some(missing) = &self.missing_helper {
+            error = error.caused_by(format!(
+                "the credential helper {}",
+                missing.describe().escape_debug()
+            ));
+        }
+        error.hint(format!(
                 "set HOIST_REGISTRY_USER and HOIST_REGISTRY_PASSWORD, or run `docker login {host}` \
                  so that the Docker config ($DOCKER_CONFIG/config.json, else ~/.docker/config.json, \
                  or its credential helper) has a login for it"

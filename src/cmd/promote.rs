@@ -213,14 +213,11 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
     let identities = identities(&tags, &sha, &source_tag)?;
     for (t, identity) in tags.iter().zip(&identities) {
         if *identity == Identity::Untold {
-            warn(
-                ci,
-                &format!(
-                    "{}: {}:{source_tag} does not say which commit it was built from \
-                     (no {REVISION_LABEL} label): promoting it unchecked",
-                    t.name, t.repository
-                ),
-            );
+            ci.warn(&format!(
+                "{}: {}:{source_tag} does not say which commit it was built from \
+                 (no {REVISION_LABEL} label): promoting it unchecked",
+                t.name, t.repository
+            ));
         }
     }
 
@@ -362,15 +359,6 @@ fn identities(tags: &[Tags], sha: &str, source_tag: &str) -> Result<Vec<Identity
         "7 characters can name two commits, and a tag can be pushed by hand; republish this \
          commit with `hoist publish --sha {sha} --force`, then promote again"
     )))
-}
-
-/// A warning on stderr: a workflow command in Actions, a plain line
-/// elsewhere.
-fn warn(ci: &Ci, message: &str) {
-    match ci.annotation("warning", None, message) {
-        Some(line) => eprintln!("{line}"),
-        None => eprintln!("warning: {message}"),
-    }
 }
 
 /// How each image's promotion stands to what `latest` holds; `fetch`: deepen

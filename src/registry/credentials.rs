@@ -325,16 +325,12 @@ fn warn_once(missing: &MissingHelper, host: &str) {
         return;
     }
     warned.push(key);
-    // The name comes from the config file: keep control characters out of
-    // the log.
+    // The name comes from the config file: keep it on its line.
     let message = format!(
         "{}: going on without a login for {host}, as the docker CLI does",
-        missing.describe().escape_debug()
+        crate::ci::one_line(&missing.describe())
     );
-    match crate::ci::Ci::from_env().annotation("warning", None, &message) {
-        Some(line) => eprintln!("{line}"),
-        None => eprintln!("warning: {message}"),
-    }
+    crate::ci::Ci::from_env().warn(&message);
 }
 
 /// `<binary> get` (a `docker-credential-<helper>`) with the server on

@@ -253,7 +253,8 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
-    /// The commit whose `staging-<sha7>` images become `latest`: 7 to 40 hex characters.
+    /// The commit whose `staging-<sha7>` images become `latest`: HEAD, a branch, a tag or a sha
+    /// of the local repository, or 7 to 40 hex characters of a commit it does not hold.
     #[arg(value_name = "SHA", env = "HOIST_PROMOTE_SHA")]
     pub sha: String,
 
@@ -292,7 +293,8 @@ pub struct PromoteArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Promote this commit instead, backwards allowed [default: `latest-previous`].
+    /// Promote this commit instead (a ref or a sha, as for promote), backwards allowed
+    /// [default: `latest-previous`].
     #[arg(value_name = "SHA")]
     pub sha: Option<String>,
 

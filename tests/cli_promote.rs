@@ -10,6 +10,7 @@ use common::canary::Canary;
 use common::docker::{Registry, RegistryOptions, http_request, require_engine};
 use common::monorepo::{IMAGES, Monorepo, PREFIX, Run, repository};
 use common::proxy::{FaultProxy, Request, Verdict};
+use common::{git, hoist};
 use std::sync::Arc;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -237,6 +238,21 @@ fn never_backwards_by_accident_and_rollback_swaps_twice() {
     let to = hoist_on(&repo, registry.addr(), "rollback", &[b]);
     assert_eq!(to.code(), Some(0), "{}", to.describe());
     assert_latest(&registry, b);
+
+    // Refs are resolved in the local repository, as `git` and
+    // `publish --sha` resolve them: a tag, HEAD, a branch.
+    git(repo.path(), &["tag", "v1.2", a]);
+    let tag = hoist_on(&repo, registry.addr(), "rollback", &["v1.2"]);
+    assert_eq!(tag.code(), Some(0), "{}", tag.describe());
+    assert_eq!(tag.json["sha"], a.as_str());
+    assert_latest(&registry, a);
+    let head = hoist_on(&repo, registry.addr(), "promote", &["HEAD"]);
+    assert_eq!(head.code(), Some(0), "{}", head.describe());
+    assert_eq!(head.json["sha"], b.as_str());
+    assert_latest(&registry, b);
+    let branch = hoist_on(&repo, registry.addr(), "promote", &["main"]);
+    assert_eq!(branch.code(), Some(0), "{}", branch.describe());
+    assert_eq!(branch.json["sha"], b.as_str());
 }
 
 #[test]
@@ -259,15 +275,27 @@ fn a_sha_that_is_not_published_moves_nothing() {
     }
     assert_latest(&registry, &shas[0]);
 
-    for bad in ["12345", "not-a-sha", "staging-abcdef1"] {
+    for bad in ["not-a-sha", "staging-abcdef1", "refs/heads/nope"] {
         let run = hoist_on(&repo, registry.addr(), "promote", &[bad]);
         assert_eq!(run.code(), Some(2), "{bad}: {}", run.describe());
         assert!(
-            run.stderr().contains("is not a commit sha"),
+            run.stderr()
+                .contains(&format!("'{bad}' names no commit of this repository")),
             "{}",
             run.stderr()
         );
     }
+    // A sha the clone does not hold is said to be unknown to it, and only
+    // then looked for in the registry.
+    let unknown = hoist_on(&repo, registry.addr(), "promote", &["0123abc"]);
+    assert_eq!(unknown.code(), Some(1), "{}", unknown.describe());
+    let stderr = unknown.stderr();
+    assert!(
+        stderr.contains("commit 0123abc is unknown to this repository, and"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("staging-0123abc not in"), "{stderr}");
+    assert_latest(&registry, &shas[0]);
     // No rollback target yet: a clear failure, nothing moved.
     let rollback = hoist_on(&repo, registry.addr(), "rollback", &[]);
     assert_eq!(rollback.code(), Some(1), "{}", rollback.describe());
@@ -290,7 +318,35 @@ fn a_sha_that_is_not_published_moves_nothing() {
             "{image}"
         );
     }
-    assert!(status.stderr().contains("::warning"), "{}", status.stderr());
+    // One warning names every image it concerns, printed once.
+    let stderr = status.stderr();
+    let gaps: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("a rollback has no target"))
+        .collect();
+    assert_eq!(gaps.len(), 1, "{stderr}");
+    assert!(gaps[0].starts_with("::warning::"), "{stderr}");
+    assert!(gaps[0].contains(&IMAGES.join(", ")), "{stderr}");
+    // The text shows the commit beside each digest, and the warning once.
+    let text = hoist(
+        repo.path(),
+        &["status", "--registry", &target(registry.addr())],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    let latest = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("latest "))
+        .unwrap();
+    assert!(
+        latest.contains(&format!("  {}  staging-{}", &shas[0][..7], &shas[0][..7])),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("a rollback has no target").count(),
+        1,
+        "{text}"
+    );
 }
 
 /// A proxy in front of `registry` that answers 403 to the PUT of

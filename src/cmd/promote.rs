@@ -80,6 +80,49 @@ fn setup(
     })
 }
 
+/// The commit a user named for promote or rollback.
+enum Named {
+    /// This clone resolves the name (`HEAD`, a branch, a tag, a sha or a
+    /// prefix of one): its full sha.
+    Known(String),
+    /// 7 to 40 hex characters this clone does not hold (a shallow CI
+    /// checkout, a commit not fetched yet): only its staging tag can say
+    /// more.
+    Unknown(String),
+}
+
+impl Named {
+    fn sha(&self) -> &str {
+        match self {
+            Named::Known(sha) | Named::Unknown(sha) => sha,
+        }
+    }
+}
+
+/// Resolves what the user typed in the local repository first, as `git`
+/// would, and falls back to a bare sha only when the repository does not
+/// know it. Anything else is an input error that says why.
+fn named_commit(repo: Option<&Repository>, given: &str) -> Result<Named> {
+    if let Some(sha) = repo.and_then(|repo| git::commit_sha(repo, given).ok()) {
+        return Ok(Named::Known(sha));
+    }
+    match (parse_sha(given), repo) {
+        (Ok(hex), _) => Ok(Named::Unknown(hex)),
+        (Err(_), Some(_)) => Err(Error::input(format!(
+            "'{}' names no commit of this repository",
+            crate::ci::one_line(given)
+        ))
+        .hint(
+            "give HEAD, a branch, a tag or a sha this clone holds (`git fetch` it first), \
+             or 7 to 40 hex characters of a published commit",
+        )),
+        (Err(error), None) => Err(error.hint(
+            "outside a git repository only 7 to 40 hex characters name a commit; run hoist in a \
+             clone (or -C DIR) to promote HEAD, a branch or a tag",
+        )),
+    }
+}
+
 /// One thread: these commands wait on the registry and the canaries, and
 /// starting worker threads cost more than they would save.
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -177,15 +220,17 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         "promote",
         ci,
     )?;
-    let given = parse_sha(&args.sha)?;
     let timeout = duration(&args.timeout, "--timeout")?;
     let interval = duration(&args.interval, "--interval")?;
-    // The full sha when this clone knows the commit.
     let repo = git::open_local_first(&setup.config.root).ok();
-    let sha = repo
-        .as_ref()
-        .and_then(|repo| git::commit_sha(repo, &given).ok())
-        .unwrap_or(given);
+    let named = named_commit(repo.as_ref(), &args.sha)?;
+    if let Named::Unknown(hex) = &named {
+        ci.say(&format!(
+            "commit {hex} is unknown to this repository: looking for {} in the registry only",
+            staging_tag(hex)
+        ));
+    }
+    let sha = named.sha().to_string();
     let source_tag = staging_tag(&sha);
 
     let runtime = runtime()?;
@@ -199,8 +244,12 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         .map(|t| format!("{}:{source_tag}", t.repository))
         .collect();
     if !missing.is_empty() {
+        let unknown = match &named {
+            Named::Unknown(hex) => format!("commit {hex} is unknown to this repository, and "),
+            Named::Known(_) => String::new(),
+        };
         return Err(Error::failed(format!(
-            "nothing promoted: {} not in {}",
+            "nothing promoted: {unknown}{} not in {}",
             missing.join(", "),
             setup.target
         ))
@@ -683,7 +732,7 @@ async fn verify(registry: &Registry, moves: &[Move]) -> Result<()> {
 
 fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
+    hex.get(..12).unwrap_or(hex)
 }
 
 /// The plan a dry run prints and a real run walks.
@@ -897,7 +946,7 @@ fn summary(report: &Report) -> String {
 // --- status --------------------------------------------------------------------
 
 /// What one tag names.
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct TagState {
     digest: String,
     /// The commit it was built from, as far as the registry tells.
@@ -907,7 +956,7 @@ struct TagState {
     pushed_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct StagingTag {
     tag: String,
     digest: Option<String>,
@@ -918,7 +967,7 @@ struct StagingTag {
     identity: Option<Identity>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct ImageStatus {
     name: String,
     repository: String,
@@ -927,7 +976,73 @@ struct ImageStatus {
     staging_latest: Option<TagState>,
     /// The newest `staging-<sha7>` tags, newest first.
     staging: Vec<StagingTag>,
+    /// What is wrong with this image's tags; in JSON the rollback gap's
+    /// too (see [`ImageStatus::with_gap`]).
     warnings: Vec<String>,
+    /// Why a rollback of this image would have nowhere to go.
+    #[serde(skip)]
+    gap: Option<RollbackGap>,
+}
+
+/// Why `latest-previous` cannot serve a rollback.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RollbackGap {
+    /// `latest` exists, `latest-previous` does not.
+    NoPrevious,
+    /// `latest-previous` names an image whose staging tag is gone.
+    StagingGone,
+}
+
+impl RollbackGap {
+    const ALL: [RollbackGap; 2] = [RollbackGap::NoPrevious, RollbackGap::StagingGone];
+
+    /// The warning for the images `names` (`image (repository)`, or
+    /// several joined).
+    fn warning(self, names: &str) -> String {
+        match self {
+            RollbackGap::NoPrevious => format!(
+                "{names}: {LATEST_PREVIOUS} does not exist: a rollback has no target \
+                 (never promoted twice, or a lifecycle rule deleted the image)"
+            ),
+            RollbackGap::StagingGone => format!(
+                "{names}: the staging tag of {LATEST_PREVIOUS} no longer exists: a lifecycle \
+                 rule may delete its image, and the rollback target with it"
+            ),
+        }
+    }
+}
+
+impl ImageStatus {
+    /// This image as JSON shows it: the rollback gap among its warnings.
+    fn with_gap(&self) -> ImageStatus {
+        let mut image = self.clone();
+        if let Some(gap) = self.gap {
+            image
+                .warnings
+                .push(gap.warning(&format!("{} ({})", self.name, self.repository)));
+        }
+        image
+    }
+}
+
+/// The warnings of every image, printed once each: a rollback gap that
+/// several images share is one warning naming them all.
+fn status_warnings(images: &[ImageStatus]) -> Vec<String> {
+    let mut warnings: Vec<String> = images
+        .iter()
+        .flat_map(|image| image.warnings.iter().cloned())
+        .collect();
+    for gap in RollbackGap::ALL {
+        let names: Vec<&str> = images
+            .iter()
+            .filter(|image| image.gap == Some(gap))
+            .map(|image| image.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            warnings.push(gap.warning(&names.join(", ")));
+        }
+    }
+    warnings
 }
 
 pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci) -> Result<u8> {
@@ -971,6 +1086,7 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
                 registry: String,
                 images: &'a [ImageStatus],
             }
+            let images: Vec<ImageStatus> = images.iter().map(ImageStatus::with_gap).collect();
             ci.out(&super::json(&Document {
                 registry: setup.target.to_string(),
                 images: &images,
@@ -978,10 +1094,8 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
         }
         Format::Text => ci.out(&status_text(&images))?,
     }
-    for image in &images {
-        for warning in &image.warnings {
-            ci.annotate("warning", None, warning);
-        }
+    for warning in status_warnings(&images) {
+        ci.annotate("warning", None, &warning);
     }
     Ok(0)
 }
@@ -1076,18 +1190,11 @@ async fn image_status(
         }
         tag.identity = Some(identity);
     }
-    match (&latest, &latest_previous) {
-        (Some(_), None) => warnings.push(format!(
-            "{name}: {repository}:{LATEST_PREVIOUS} does not exist: a rollback has no target \
-             (never promoted twice, or a lifecycle rule deleted the image)"
-        )),
-        (_, Some(previous)) if previous.staging_tag.is_none() => warnings.push(format!(
-            "{name}: the staging tag of {repository}:{LATEST_PREVIOUS} ({}) no longer exists: \
-             a lifecycle rule may delete its image, and the rollback target with it",
-            short(&previous.digest)
-        )),
-        _ => {}
-    }
+    let gap = match (&latest, &latest_previous) {
+        (Some(_), None) => Some(RollbackGap::NoPrevious),
+        (_, Some(previous)) if previous.staging_tag.is_none() => Some(RollbackGap::StagingGone),
+        _ => None,
+    };
     Ok(ImageStatus {
         name: name.to_string(),
         repository: repository.to_string(),
@@ -1096,6 +1203,7 @@ async fn image_status(
         staging_latest,
         staging,
         warnings,
+        gap,
     })
 }
 
@@ -1132,13 +1240,17 @@ fn status_text(images: &[ImageStatus]) -> String {
             match state {
                 None => text.push_str(&format!("  {tag:<16} (none)\n")),
                 Some(state) => text.push_str(&format!(
-                    "  {tag:<16} {}  {}{}\n",
+                    "  {tag:<16} {}  {}{}{}\n",
                     short(&state.digest),
                     state
+                        .revision
+                        .as_deref()
+                        .map_or("(commit unknown)", |r| r.get(..7).unwrap_or(r)),
+                    state
                         .staging_tag
-                        .clone()
-                        .or_else(|| state.revision.as_ref().map(|r| format!("commit {r}")))
-                        .unwrap_or_else(|| "(commit unknown)".to_string()),
+                        .as_deref()
+                        .map(|t| format!("  {t}"))
+                        .unwrap_or_default(),
                     state
                         .pushed_at
                         .as_deref()
@@ -1168,9 +1280,9 @@ fn status_text(images: &[ImageStatus]) -> String {
                 ));
             }
         }
-        for warning in &image.warnings {
-            text.push_str(&format!("  warning: {warning}\n"));
-        }
+    }
+    for warning in status_warnings(images) {
+        text.push_str(&format!("warning: {warning}\n"));
     }
     text
 }

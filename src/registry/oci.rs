@@ -797,13 +797,19 @@ impl Oci {
         } else {
             format!("the credentials of user {}", login.username)
         };
+        let hint = match source {
+            Source::Environment => "check HOIST_REGISTRY_USER and HOIST_REGISTRY_PASSWORD \
+                 (hoist takes them before the Docker config)"
+                .to_string(),
+            _ => format!(
+                "check the login from {} (HOIST_REGISTRY_USER and HOIST_REGISTRY_PASSWORD, \
+                 when set, come before it)",
+                source.describe()
+            ),
+        };
         Error::failed(format!("{} rejected {who}", self.target.host))
             .caused_by(format!("for {repository}: {}", reply.describe()))
-            .hint(format!(
-                "check the login from {}; hoist takes HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD \
-                 first, then the Docker config",
-                source.describe()
-            ))
+            .hint(hint)
     }
 
     fn no_login(&self, repository: &str) -> Error {
@@ -814,7 +820,7 @@ impl Oci {
         if let Some(missing) = &self.missing_helper {
             error = error.caused_by(format!(
                 "the credential helper {}",
-                missing.describe().escape_debug()
+                crate::ci::one_line(&missing.describe())
             ));
         }
         error.hint(format!(

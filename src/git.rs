@@ -1,6 +1,7 @@
 //! The local git repository, through git2: which files a push changed, the
-//! files tracked at HEAD, the current branch, which commit descends from
-//! which (fetching the history when a shallow clone cannot tell).
+//! files tracked at HEAD and those that differ from it, the current branch,
+//! which commit descends from which (fetching the history when a shallow
+//! clone cannot tell).
 
 use crate::changes::ChangedFiles;
 use crate::error::{Error, Result};
@@ -376,6 +377,48 @@ fn unquote_c_style(quoted: &[u8]) -> std::result::Result<Vec<u8>, &'static str> 
         }
     }
     Ok(out)
+}
+
+/// The tracked files whose content differs from the commit at HEAD,
+/// repository-relative and sorted: modified, deleted, renamed or
+/// type-changed in the working tree or the index, and files staged as new.
+/// Untracked and ignored files are not listed (the build context's
+/// `.dockerignore` decides about those). What `git status --porcelain`
+/// shows without its `??` lines.
+pub fn changed_in_worktree(repo: &Repository) -> Result<Vec<String>> {
+    use git2::Status;
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo.statuses(Some(&mut options)).map_err(git_failed)?;
+    let differs = Status::INDEX_NEW
+        | Status::INDEX_MODIFIED
+        | Status::INDEX_DELETED
+        | Status::INDEX_RENAMED
+        | Status::INDEX_TYPECHANGE
+        | Status::WT_MODIFIED
+        | Status::WT_DELETED
+        | Status::WT_RENAMED
+        | Status::WT_TYPECHANGE;
+    let mut paths = BTreeSet::new();
+    for entry in statuses.iter().filter(|e| e.status().intersects(differs)) {
+        // Both sides of a rename: the old path is gone from the tree, the
+        // new one is not the commit's.
+        let sides = [entry.head_to_index(), entry.index_to_workdir()];
+        for delta in sides.into_iter().flatten() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path() {
+                    paths.insert(path.to_string_lossy().into_owned());
+                }
+            }
+        }
+        if let Ok(path) = entry.path() {
+            paths.insert(path.to_string());
+        }
+    }
+    Ok(paths.into_iter().collect())
 }
 
 /// Every file tracked in HEAD's tree.

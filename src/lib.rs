@@ -15,6 +15,7 @@ pub mod cmd;
 pub mod config;
 pub mod context;
 pub mod deps;
+pub mod dirty;
 pub mod dialect;
 pub mod docker;
 pub mod dockerignore;

@@ -5,8 +5,9 @@
 //! The plan is what `--dry-run` prints and what a real run walks, step by
 //! step: the changes decision, the dependencies, the builds, the pushes.
 
-use crate::build;
+use crate::build::{self, ExtraTags};
 use crate::changes::Decision;
+use crate::dirty::DirtyImage;
 use crate::deps::Job;
 use crate::registry::Target;
 use serde::Serialize;
@@ -25,6 +26,15 @@ pub struct Plan {
     pub build: build::Plan,
     pub registry: RegistryStep,
     pub images: Vec<PushStep>,
+    /// Tags pointed at every image's manifest beside `staging-<sha7>`
+    /// (`--tag`, `tags:`); none for a dirty build.
+    pub extra_tags: Vec<String>,
+    /// Why templates were left out, and extra tags not pushed.
+    pub notes: Vec<String>,
+    /// The images whose builds read tracked files that differ from the
+    /// commit (published only with `--allow-dirty`, as `-dirty`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dirty: Vec<DirtyImage>,
 }
 
 /// Whether the push selects the pipeline.
@@ -73,23 +83,42 @@ pub struct PushStep {
     pub name: String,
     /// The repository inside the registry (`prefix/name`).
     pub repository: String,
-    /// `staging-<sha7>`, pushed through the engine.
+    /// `staging-<sha7>` (`staging-<sha7>-dirty` for a dirty build), pushed
+    /// through the engine.
     pub staging_tag: String,
-    /// Full reference of `staging-<sha7>`.
+    /// Full reference of the staging tag.
     pub staging_reference: String,
     /// Full reference of `staging-latest`, pointed registry-side at the
-    /// manifest just pushed, unless a newer commit already holds it.
-    pub latest_reference: String,
+    /// manifest just pushed, unless a newer commit already holds it; `None`
+    /// for a dirty build, which no commit's tag may name.
+    pub latest_reference: Option<String>,
+    /// Full references of the extra tags, written registry-side from the
+    /// same manifest bytes.
+    pub extra_references: Vec<String>,
 }
 
-/// Puts the plan together.
+/// Puts the plan together. `extra` are the expanded `--tag`/`tags:`, and
+/// `dirty` what makes the build dirty, if it is.
 pub fn plan(
     changes: Changes,
     jobs: &[Job],
     build: build::Plan,
     target: &Target,
     create_repos: bool,
+    extra: ExtraTags,
+    dirty: Vec<DirtyImage>,
 ) -> Plan {
+    let ExtraTags {
+        tags: mut extra_tags,
+        mut notes,
+    } = extra;
+    if build.dirty && !extra_tags.is_empty() {
+        notes.push(format!(
+            "not pushed for a build of a dirty tree: {}",
+            extra_tags.join(", ")
+        ));
+        extra_tags.clear();
+    }
     let deps = jobs
         .iter()
         .map(|job| DepStep {
@@ -102,7 +131,7 @@ pub fn plan(
             path: job.target.clone(),
         })
         .collect();
-    let staging_tag = format!("staging-{}", build.sha7);
+    let staging_tag = build::staging_tag(&build.sha7, build.dirty);
     let images = build
         .images
         .iter()
@@ -111,7 +140,12 @@ pub fn plan(
             repository: target.repository(&image.name),
             staging_tag: staging_tag.clone(),
             staging_reference: target.reference(&image.name, &staging_tag),
-            latest_reference: target.reference(&image.name, STAGING_LATEST),
+            latest_reference: (!build.dirty)
+                .then(|| target.reference(&image.name, STAGING_LATEST)),
+            extra_references: extra_tags
+                .iter()
+                .map(|tag| target.reference(&image.name, tag))
+                .collect(),
         })
         .collect();
     Plan {
@@ -126,6 +160,9 @@ pub fn plan(
         },
         build,
         images,
+        extra_tags,
+        notes,
+        dirty,
     }
 }
 

@@ -475,6 +475,46 @@ mod tests {
     }
 
     #[test]
+    fn the_worktree_differs_by_tracked_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        for name in ["kept", "edited", "gone", "staged", "sub/typed"] {
+            write(name, "one\n");
+        }
+        write(".gitignore", "ignored\n");
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let who = Signature::now("t", "t@example.com").unwrap();
+        repo.commit(Some("HEAD"), &who, &who, "one", &tree, &[])
+            .unwrap();
+        assert!(changed_in_worktree(&repo).unwrap().is_empty());
+
+        write("edited", "two\n");
+        std::fs::remove_file(dir.path().join("gone")).unwrap();
+        write("staged", "two\n");
+        write("added", "new\n");
+        write("untracked", "new\n");
+        write("ignored", "new\n");
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("staged")).unwrap();
+        index.add_path(Path::new("added")).unwrap();
+        index.write().unwrap();
+        assert_eq!(
+            changed_in_worktree(&repo).unwrap(),
+            ["added", "edited", "gone", "staged"]
+        );
+    }
+
+    #[test]
     fn reads_names_as_git_prints_them() {
         let list = |input: &[u8], nul| parse_name_list(input, nul);
         assert_eq!(

@@ -270,6 +270,64 @@ mod tests {
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
+    fn build_plan(dirty: bool) -> build::Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::load(
+            dir.path(),
+            None,
+            crate::config::Overrides::default(),
+            |_| None,
+        )
+        .unwrap();
+        let inputs = build::Inputs {
+            sha: SHA.into(),
+            ref_name: "v1.2.3".into(),
+            run_id: None,
+            source: None,
+            created: String::new(),
+            builder: build::Builder::Buildkit,
+            no_cache: false,
+            dirty,
+        };
+        build::plan(&config, Some("r.example/p"), &[], &inputs).unwrap()
+    }
+
+    #[test]
+    fn extra_tags_go_with_a_clean_build_only() {
+        let target = Target::parse("r.example/p").unwrap();
+        let extra = || ExtraTags {
+            tags: vec!["1.2.3".into(), "1".into()],
+            notes: vec![],
+        };
+        let changes = || Changes {
+            forced: true,
+            decision: None,
+        };
+        let clean = plan(changes(), &[], build_plan(false), &target, false, extra(), vec![]);
+        let platform = &clean.images[0];
+        assert_eq!(platform.staging_tag, "staging-0123456");
+        assert_eq!(
+            platform.latest_reference.as_deref(),
+            Some("r.example/p/platform:staging-latest")
+        );
+        assert_eq!(
+            platform.extra_references,
+            ["r.example/p/platform:1.2.3", "r.example/p/platform:1"]
+        );
+
+        let dirty = vec![DirtyImage {
+            image: "platform".into(),
+            paths: vec!["workspace-server/main.go".into()],
+        }];
+        let dirty = plan(changes(), &[], build_plan(true), &target, false, extra(), dirty);
+        let platform = &dirty.images[0];
+        assert_eq!(platform.staging_tag, "staging-0123456-dirty");
+        assert_eq!(platform.latest_reference, None);
+        assert!(platform.extra_references.is_empty());
+        assert!(dirty.extra_tags.is_empty());
+        assert_eq!(dirty.notes, ["not pushed for a build of a dirty tree: 1.2.3, 1"]);
+    }
+
     #[test]
     fn revisions_match_full_shas_and_tag_prefixes() {
         assert!(same_commit(SHA, SHA));

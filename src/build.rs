@@ -380,7 +380,8 @@ pub fn extra_tags(
             let Some(tag) = tag_name else {
                 return Lookup::Absent(format!(
                     "not a tag push ({})",
-                    git_ref.map_or("no GITHUB_REF".to_string(), |r| crate::ci::quote(r).into_owned())
+                    git_ref.map_or("no GITHUB_REF".to_string(), |r| crate::ci::quote(r)
+                        .into_owned())
                 ));
             };
             match (&version, part) {
@@ -399,9 +400,9 @@ pub fn extra_tags(
         let value = |name: &str| match name {
             "sha" => Lookup::Value(inputs.sha.clone()),
             "sha7" => Lookup::Value(inputs.sha7().to_string()),
-            "ref_name" if ref_name.is_empty() => {
-                Lookup::Absent("no branch or tag name (GITHUB_REF_NAME, or a checked-out branch)".into())
-            }
+            "ref_name" if ref_name.is_empty() => Lookup::Absent(
+                "no branch or tag name (GITHUB_REF_NAME, or a checked-out branch)".into(),
+            ),
             "ref_name" => Lookup::Value(ref_name.clone()),
             "run_id" => match &inputs.run_id {
                 Some(run_id) => Lookup::Value(run_id.clone()),
@@ -420,9 +421,9 @@ pub fn extra_tags(
             .hint("the variables are ${sha}, ${sha7}, ${ref_name}, ${run_id}, and on a tag push ${version}, ${major}, ${minor}, ${patch}")
         })?;
         if let Some(why) = absent {
-            extra
-                .notes
-                .push(format!("tag template '{template}' ({source}) left out: {why}"));
+            extra.notes.push(format!(
+                "tag template '{template}' ({source}) left out: {why}"
+            ));
             continue;
         }
         if !is_tag(&tag) {
@@ -718,7 +719,17 @@ mod tests {
         let full = Version::parse("v10.20.30-rc.1").unwrap();
         assert_eq!((full.major, full.minor, full.patch), (10, 20, 30));
         assert_eq!(full.pre.as_deref(), Some("rc.1"));
-        for bad in ["v1.2", "release1", "v01.2.3", "1.2.3.4", "v1.2.3-", "v1.2.3-01", "vv1.2.3", "1.2.x", ""] {
+        for bad in [
+            "v1.2",
+            "release1",
+            "v01.2.3",
+            "1.2.3.4",
+            "v1.2.3-",
+            "v1.2.3-01",
+            "vv1.2.3",
+            "1.2.x",
+            "",
+        ] {
             assert_eq!(Version::parse(bad), None, "{bad}");
         }
     }
@@ -758,9 +769,17 @@ mod tests {
         let extra = extra_tags(&templates, &branch, Some("refs/heads/feature/new ui")).unwrap();
         assert_eq!(extra.tags, ["sha-0123456", "feature-new-ui"]);
         assert_eq!(extra.notes.len(), 3);
-        assert!(extra.notes[0].contains("not a tag push"), "{:?}", extra.notes);
+        assert!(
+            extra.notes[0].contains("not a tag push"),
+            "{:?}",
+            extra.notes
+        );
         let extra = extra_tags(&templates[..1], &inputs(), Some("refs/tags/release1")).unwrap();
-        assert!(extra.notes[0].contains("not a semantic version"), "{:?}", extra.notes);
+        assert!(
+            extra.notes[0].contains("not a semantic version"),
+            "{:?}",
+            extra.notes
+        );
     }
 
     #[test]

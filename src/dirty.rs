@@ -75,13 +75,7 @@ pub fn describe(dirty: &[DirtyImage]) -> Vec<String> {
     let mut lines: Vec<String> = images_of
         .iter()
         .take(LISTED)
-        .map(|(path, images)| {
-            format!(
-                "{} (in {})",
-                crate::ci::quote(path),
-                images.join(", ")
-            )
-        })
+        .map(|(path, images)| format!("{} (in {})", crate::ci::quote(path), images.join(", ")))
         .collect();
     if images_of.len() > LISTED {
         lines.push(format!("and {} more", images_of.len() - LISTED));

@@ -7,8 +7,8 @@
 
 use crate::build::{self, ExtraTags};
 use crate::changes::Decision;
-use crate::dirty::DirtyImage;
 use crate::deps::Job;
+use crate::dirty::DirtyImage;
 use crate::registry::Target;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -140,8 +140,7 @@ pub fn plan(
             repository: target.repository(&image.name),
             staging_tag: staging_tag.clone(),
             staging_reference: target.reference(&image.name, &staging_tag),
-            latest_reference: (!build.dirty)
-                .then(|| target.reference(&image.name, STAGING_LATEST)),
+            latest_reference: (!build.dirty).then(|| target.reference(&image.name, STAGING_LATEST)),
             extra_references: extra_tags
                 .iter()
                 .map(|tag| target.reference(&image.name, tag))
@@ -303,7 +302,15 @@ mod tests {
             forced: true,
             decision: None,
         };
-        let clean = plan(changes(), &[], build_plan(false), &target, false, extra(), vec![]);
+        let clean = plan(
+            changes(),
+            &[],
+            build_plan(false),
+            &target,
+            false,
+            extra(),
+            vec![],
+        );
         let platform = &clean.images[0];
         assert_eq!(platform.staging_tag, "staging-0123456");
         assert_eq!(
@@ -319,13 +326,24 @@ mod tests {
             image: "platform".into(),
             paths: vec!["workspace-server/main.go".into()],
         }];
-        let dirty = plan(changes(), &[], build_plan(true), &target, false, extra(), dirty);
+        let dirty = plan(
+            changes(),
+            &[],
+            build_plan(true),
+            &target,
+            false,
+            extra(),
+            dirty,
+        );
         let platform = &dirty.images[0];
         assert_eq!(platform.staging_tag, "staging-0123456-dirty");
         assert_eq!(platform.latest_reference, None);
         assert!(platform.extra_references.is_empty());
         assert!(dirty.extra_tags.is_empty());
-        assert_eq!(dirty.notes, ["not pushed for a build of a dirty tree: 1.2.3, 1"]);
+        assert_eq!(
+            dirty.notes,
+            ["not pushed for a build of a dirty tree: 1.2.3, 1"]
+        );
     }
 
     #[test]

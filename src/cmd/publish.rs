@@ -59,7 +59,14 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     } else {
         "GITHUB_SHA"
     };
-    let dirty = check_tree(&config, &inputs, &build_plan, &contexts, given_by, args.allow_dirty)?;
+    let dirty = check_tree(
+        &config,
+        &inputs,
+        &build_plan,
+        &contexts,
+        given_by,
+        args.allow_dirty,
+    )?;
     let build_plan = if dirty.is_empty() {
         build_plan
     } else {
@@ -838,8 +845,9 @@ struct Document<'a> {
     registry: &'a str,
     retries: u32,
     seconds: f64,
-    /// Built from a tree that differs from the commit (`--allow-dirty`).
-    dirty: bool,
+    /// What made the build dirty (`--allow-dirty`); absent when clean.
+    #[serde(skip_serializing_if = "<[DirtyImage]>::is_empty")]
+    dirty: &'a [DirtyImage],
     /// Extra tag templates left out, and why.
     notes: &'a [String],
     images: &'a [Published],
@@ -862,7 +870,7 @@ fn report(
                 registry: &plan.registry.target,
                 retries,
                 seconds,
-                dirty: plan.build.dirty,
+                dirty: &plan.dirty,
                 notes: &plan.notes,
                 images,
             };

@@ -570,7 +570,10 @@ fn tracked_changes_in_a_context_refuse_the_publish_and_others_do_not() {
         )),
         "{text}"
     );
-    assert!(!text.contains("platform:staging-latest\n"), "{text}");
+    assert!(
+        !text.contains("tag         127.0.0.1:9/x/platform:staging-latest"),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("org.opencontainers.image.revision={sha}-dirty")),
         "{text}"

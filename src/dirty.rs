@@ -54,7 +54,7 @@ pub fn affecting(
                 return true;
             }
             match absolute.strip_prefix(context) {
-                Ok(rel) => rel.to_str().is_some_and(|rel| sends(rel)),
+                Ok(rel) => rel.to_str().is_some_and(&sends),
                 Err(_) => false,
             }
         })

@@ -6,6 +6,7 @@
 //! plan that a real build walks, and tests need no engine.
 
 use crate::config::{Config, ImageConfig, Smoke};
+use crate::dirty;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -43,11 +44,33 @@ pub struct Inputs {
     pub created: String,
     pub builder: Builder,
     pub no_cache: bool,
+    /// Tracked files the images' builds read differ from the commit (see
+    /// [`crate::dirty`]): the revision label becomes `<sha>-dirty` and the
+    /// only tag `staging-<sha7>-dirty`.
+    pub dirty: bool,
 }
 
 impl Inputs {
     pub fn sha7(&self) -> &str {
         self.sha.get(..7).unwrap_or(&self.sha)
+    }
+
+    /// What the images say they were built from: the sha, with
+    /// [`dirty::SUFFIX`] when the tree differs from it.
+    pub fn revision(&self) -> String {
+        match self.dirty {
+            true => format!("{}{}", self.sha, dirty::SUFFIX),
+            false => self.sha.clone(),
+        }
+    }
+}
+
+/// `staging-<sha7>`, or `staging-<sha7>-dirty` for a build of a tree that
+/// differs from the commit.
+pub fn staging_tag(sha7: &str, dirty: bool) -> String {
+    match dirty {
+        true => format!("staging-{sha7}{}", dirty::SUFFIX),
+        false => format!("staging-{sha7}"),
     }
 }
 
@@ -58,6 +81,8 @@ pub struct Plan {
     pub sha7: String,
     pub builder: Builder,
     pub no_cache: bool,
+    /// Built from a tree that differs from the commit: see [`Inputs::dirty`].
+    pub dirty: bool,
     pub images: Vec<ImagePlan>,
 }
 
@@ -73,7 +98,8 @@ pub struct ImagePlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     pub labels: BTreeMap<String, String>,
-    /// `repository:staging-<sha7>` then `repository:staging-latest`.
+    /// `repository:staging-<sha7>` then `repository:staging-latest`; only
+    /// `repository:staging-<sha7>-dirty` for a dirty tree.
     pub tags: Vec<String>,
     pub cache_from: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,6 +134,7 @@ pub fn plan(
         sha7: inputs.sha7().to_string(),
         builder: inputs.builder,
         no_cache: inputs.no_cache,
+        dirty: inputs.dirty,
         images,
     })
 }
@@ -144,10 +171,12 @@ fn image_plan(image: &ImageConfig, registry: Option<&str>, inputs: &Inputs) -> R
         Some(registry) => format!("{registry}/{}", image.name),
         None => image.name.clone(),
     };
-    let tags = vec![
-        format!("{repository}:staging-{}", inputs.sha7()),
-        format!("{repository}:{STAGING_LATEST}"),
-    ];
+    let staging = format!("{repository}:{}", staging_tag(inputs.sha7(), inputs.dirty));
+    let tags = match inputs.dirty {
+        // `staging-latest` follows commits, and this image is none.
+        true => vec![staging],
+        false => vec![staging, format!("{repository}:{STAGING_LATEST}")],
+    };
     let cache_from = match (&image.cache_from, registry) {
         _ if inputs.no_cache => Vec::new(),
         (Some(sources), _) => sources
@@ -178,7 +207,7 @@ fn standard_labels(image: &str, inputs: &Inputs) -> BTreeMap<String, String> {
     if let Some(source) = &inputs.source {
         add("org.opencontainers.image.source", source.clone());
     }
-    add("org.opencontainers.image.revision", inputs.sha.clone());
+    add("org.opencontainers.image.revision", inputs.revision());
     add("org.opencontainers.image.created", inputs.created.clone());
     add(
         "org.opencontainers.image.description",
@@ -194,7 +223,32 @@ fn standard_labels(image: &str, inputs: &Inputs) -> BTreeMap<String, String> {
 /// any other `${name}` is returned as the error. A `$` not followed by `{`
 /// stays as it is.
 pub fn expand(template: &str, inputs: &Inputs) -> std::result::Result<String, String> {
+    let value = |name: &str| match name {
+        "sha" => Lookup::Value(inputs.sha.clone()),
+        "sha7" => Lookup::Value(inputs.sha7().to_string()),
+        "ref_name" => Lookup::Value(inputs.ref_name.clone()),
+        "run_id" => Lookup::Value(inputs.run_id.clone().unwrap_or_default()),
+        _ => Lookup::Unknown,
+    };
+    substitute(template, value).map(|(text, _)| text)
+}
+
+/// What a template's `${name}` stands for.
+enum Lookup {
+    Value(String),
+    /// A variable this push has no value for, and why.
+    Absent(String),
+    Unknown,
+}
+
+/// `template` with its variables replaced, and why the first absent one is
+/// absent; `Err` names the first unknown variable (or the unclosed rest).
+fn substitute(
+    template: &str,
+    lookup: impl Fn(&str) -> Lookup,
+) -> std::result::Result<(String, Option<String>), String> {
     let mut out = String::with_capacity(template.len());
+    let mut absent = None;
     let mut rest = template;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
@@ -202,18 +256,222 @@ pub fn expand(template: &str, inputs: &Inputs) -> std::result::Result<String, St
         let Some(end) = after.find('}') else {
             return Err(after.to_string());
         };
-        let value = match &after[..end] {
-            "sha" => inputs.sha.as_str(),
-            "sha7" => inputs.sha7(),
-            "ref_name" => inputs.ref_name.as_str(),
-            "run_id" => inputs.run_id.as_deref().unwrap_or(""),
-            unknown => return Err(unknown.to_string()),
-        };
-        out.push_str(value);
+        match lookup(&after[..end]) {
+            Lookup::Value(value) => out.push_str(&value),
+            Lookup::Absent(why) => {
+                absent.get_or_insert(why);
+            }
+            Lookup::Unknown => return Err(after[..end].to_string()),
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, absent))
+}
+
+/// A release version read from a pushed tag, as docker/metadata-action's
+/// `type=semver` reads it (node-semver): `v1.2.3`, `1.2.3-rc.1`,
+/// `v1.2.3+build.5` (build metadata is dropped, as node-semver's `version`
+/// drops it; a tag cannot hold `+`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+    /// The pre-release part (`rc.1`), if any.
+    pub pre: Option<String>,
+}
+
+impl Version {
+    /// Parses a tag name: a leading `v` is dropped; anything that is not
+    /// semantic versioning 2.0.0 after that is `None`.
+    pub fn parse(tag: &str) -> Option<Version> {
+        let text = tag.strip_prefix('v').unwrap_or(tag);
+        let (text, build) = match text.split_once('+') {
+            Some((text, build)) => (text, Some(build)),
+            None => (text, None),
+        };
+        let (core, pre) = match text.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (text, None),
+        };
+        let number = |part: &str| {
+            let plain = !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (part == "0" || !part.starts_with('0'));
+            plain.then(|| part.parse::<u64>().ok()).flatten()
+        };
+        let identifiers_ok = |text: &str, numeric_rule: bool| {
+            text.split('.').all(|id| {
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !(numeric_rule
+                        && id.bytes().all(|b| b.is_ascii_digit())
+                        && id.len() > 1
+                        && id.starts_with('0'))
+            })
+        };
+        let mut parts = core.split('.');
+        let (major, minor, patch) = (
+            number(parts.next()?)?,
+            number(parts.next()?)?,
+            number(parts.next()?)?,
+        );
+        if parts.next().is_some()
+            || pre.is_some_and(|p| !identifiers_ok(p, true))
+            || build.is_some_and(|b| !identifiers_ok(b, false))
+        {
+            return None;
+        }
+        Some(Version {
+            major,
+            minor,
+            patch,
+            pre: pre.map(str::to_string),
+        })
+    }
+
+    /// `1.2.3` or `1.2.3-rc.1`.
+    pub fn text(&self) -> String {
+        let core = format!("{}.{}.{}", self.major, self.minor, self.patch);
+        match &self.pre {
+            Some(pre) => format!("{core}-{pre}"),
+            None => core,
+        }
+    }
+}
+
+/// The tags pushed beside `staging-<sha7>`, from `--tag` and `tags:` in
+/// hoist.yaml, and why any template was left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExtraTags {
+    /// Tag names, in the order given, without duplicates.
+    pub tags: Vec<String>,
+    /// One line per template left out.
+    pub notes: Vec<String>,
+}
+
+/// Expands the extra tag templates, each given with where it comes from
+/// (`--tag`, `tags: in hoist.yaml`). The variables are those of build args
+/// (`${sha}`, `${sha7}`, `${run_id}`; `${ref_name}` with every run of
+/// characters a tag cannot hold made one `-`, as docker/metadata-action
+/// does) and, on a tag push (`git_ref` = `refs/tags/<semver>`),
+/// `${version}`, `${major}`, `${minor}` and `${patch}`. A template whose
+/// variable this push has no value for is left out with a note: semver
+/// parts outside a tag push, and `${major}`/`${minor}`/`${patch}` for a
+/// pre-release ("pre-releases only extend `{{version}}`", metadata-action's
+/// README).
+///
+/// Errors (input): an unknown variable, a result that is not a tag
+/// (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`, the distribution spec's grammar),
+/// and the tags hoist itself manages (`latest`, `latest-previous`,
+/// `staging-*`), which only promote and publish's own steps may move.
+pub fn extra_tags(
+    templates: &[(&str, &str)],
+    inputs: &Inputs,
+    git_ref: Option<&str>,
+) -> Result<ExtraTags> {
+    let tag_name = git_ref.and_then(|r| r.strip_prefix("refs/tags/"));
+    let version = tag_name.and_then(Version::parse);
+    let ref_name = sanitize(&inputs.ref_name);
+    let mut extra = ExtraTags::default();
+    for &(source, template) in templates {
+        let semver = |part: Option<u64>| -> Lookup {
+            let Some(tag) = tag_name else {
+                return Lookup::Absent(format!(
+                    "not a tag push ({})",
+                    git_ref.map_or("no GITHUB_REF".to_string(), |r| crate::ci::quote(r)
+                        .into_owned())
+                ));
+            };
+            match (&version, part) {
+                (None, _) => Lookup::Absent(format!(
+                    "tag {} is not a semantic version",
+                    crate::ci::quote(tag)
+                )),
+                (Some(version), None) => Lookup::Value(version.text()),
+                (Some(version), Some(_)) if version.pre.is_some() => Lookup::Absent(format!(
+                    "{} is a pre-release, which only `${{version}}` tags",
+                    version.text()
+                )),
+                (Some(_), Some(value)) => Lookup::Value(value.to_string()),
+            }
+        };
+        let value = |name: &str| match name {
+            "sha" => Lookup::Value(inputs.sha.clone()),
+            "sha7" => Lookup::Value(inputs.sha7().to_string()),
+            "ref_name" if ref_name.is_empty() => Lookup::Absent(
+                "no branch or tag name (GITHUB_REF_NAME, or a checked-out branch)".into(),
+            ),
+            "ref_name" => Lookup::Value(ref_name.clone()),
+            "run_id" => match &inputs.run_id {
+                Some(run_id) => Lookup::Value(run_id.clone()),
+                None => Lookup::Absent("no GITHUB_RUN_ID (not in CI)".into()),
+            },
+            "version" => semver(None),
+            "major" => semver(version.as_ref().map(|v| v.major)),
+            "minor" => semver(version.as_ref().map(|v| v.minor)),
+            "patch" => semver(version.as_ref().map(|v| v.patch)),
+            _ => Lookup::Unknown,
+        };
+        let (tag, absent) = substitute(template, value).map_err(|unknown| {
+            Error::input(format!(
+                "tag template '{template}' ({source}): unknown variable ${{{unknown}}}"
+            ))
+            .hint("the variables are ${sha}, ${sha7}, ${ref_name}, ${run_id}, and on a tag push ${version}, ${major}, ${minor}, ${patch}")
+        })?;
+        if let Some(why) = absent {
+            extra.notes.push(format!(
+                "tag template '{template}' ({source}) left out: {why}"
+            ));
+            continue;
+        }
+        if !is_tag(&tag) {
+            return Err(Error::input(format!(
+                "tag template '{template}' ({source}) gives {}, which is not a valid tag",
+                crate::ci::quote(&tag)
+            ))
+            .hint("a tag is 1 to 128 letters, digits, '_', '.' and '-', and starts with a letter, digit or '_'"));
+        }
+        if tag == "latest" || tag == "latest-previous" || tag.starts_with("staging-") {
+            return Err(Error::input(format!(
+                "tag template '{template}' ({source}) gives '{tag}', a tag hoist manages itself"
+            ))
+            .hint("`latest` moves only through `hoist promote` (after canary verification), `staging-*` only through publish's own steps; choose another name"));
+        }
+        if !extra.tags.contains(&tag) {
+            extra.tags.push(tag);
+        }
+    }
+    Ok(extra)
+}
+
+/// The distribution spec's tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn is_tag(tag: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let mut bytes = tag.bytes();
+    match bytes.next() {
+        Some(first) if first.is_ascii_alphanumeric() || first == b'_' => {}
+        _ => return false,
+    }
+    tag.len() <= 128 && bytes.all(allowed)
+}
+
+/// A branch or tag name as a tag: every run of characters a tag cannot
+/// hold becomes one `-` (docker/metadata-action's `sanitizeTag`).
+fn sanitize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_run = false;
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            out.push(c);
+            in_run = false;
+        } else if !in_run {
+            out.push('-');
+            in_run = true;
+        }
+    }
+    out
 }
 
 /// The repository's web address: the CI server and repository when set
@@ -274,6 +532,7 @@ mod tests {
             created: "2026-11-24T08:00:00Z".into(),
             builder: Builder::Buildkit,
             no_cache: false,
+            dirty: false,
         }
     }
 
@@ -421,6 +680,123 @@ mod tests {
         );
         assert_eq!(expand("${nope}", &i).unwrap_err(), "nope");
         assert_eq!(expand("${sha", &i).unwrap_err(), "sha");
+    }
+
+    #[test]
+    fn a_dirty_tree_is_labelled_and_tagged_as_such_and_never_staging_latest() {
+        let config = config("");
+        let dirty = Inputs {
+            dirty: true,
+            ..inputs()
+        };
+        let plan = plan(&config, Some("r.example"), &[], &dirty).unwrap();
+        assert!(plan.dirty);
+        for image in &plan.images {
+            assert_eq!(
+                image.labels["org.opencontainers.image.revision"],
+                format!("{}-dirty", inputs().sha)
+            );
+            assert_eq!(
+                image.tags,
+                [format!("r.example/{}:staging-0123456-dirty", image.name)]
+            );
+            // Reading the cache is harmless; only writing tags is not.
+            assert_eq!(
+                image.cache_from,
+                [format!("r.example/{}:staging-latest", image.name)]
+            );
+        }
+        assert_eq!(staging_tag("0123456", false), "staging-0123456");
+    }
+
+    #[test]
+    fn versions_are_read_as_metadata_action_reads_them() {
+        let v = |text: &str| Version::parse(text).map(|v| v.text());
+        assert_eq!(v("v1.2.3").as_deref(), Some("1.2.3"));
+        assert_eq!(v("1.2.3").as_deref(), Some("1.2.3"));
+        assert_eq!(v("v2.0.8-beta.67").as_deref(), Some("2.0.8-beta.67"));
+        assert_eq!(v("v1.2.3+build.5").as_deref(), Some("1.2.3"));
+        let full = Version::parse("v10.20.30-rc.1").unwrap();
+        assert_eq!((full.major, full.minor, full.patch), (10, 20, 30));
+        assert_eq!(full.pre.as_deref(), Some("rc.1"));
+        for bad in [
+            "v1.2",
+            "release1",
+            "v01.2.3",
+            "1.2.3.4",
+            "v1.2.3-",
+            "v1.2.3-01",
+            "vv1.2.3",
+            "1.2.x",
+            "",
+        ] {
+            assert_eq!(Version::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn extra_tags_expand_on_tag_pushes_and_leave_out_what_a_push_lacks() {
+        let templates = [
+            ("tags: in hoist.yaml", "${version}"),
+            ("tags: in hoist.yaml", "${major}.${minor}"),
+            ("tags: in hoist.yaml", "${major}"),
+            ("--tag", "sha-${sha7}"),
+            ("--tag", "${ref_name}"),
+            ("--tag", "sha-${sha7}"),
+        ];
+        let tag_push = Inputs {
+            ref_name: "v1.2.3".into(),
+            ..inputs()
+        };
+        let extra = extra_tags(&templates, &tag_push, Some("refs/tags/v1.2.3")).unwrap();
+        assert_eq!(extra.tags, ["1.2.3", "1.2", "1", "sha-0123456", "v1.2.3"]);
+        assert!(extra.notes.is_empty());
+
+        let rc = Inputs {
+            ref_name: "v2.0.0-rc.1".into(),
+            ..inputs()
+        };
+        let extra = extra_tags(&templates, &rc, Some("refs/tags/v2.0.0-rc.1")).unwrap();
+        assert_eq!(extra.tags, ["2.0.0-rc.1", "sha-0123456", "v2.0.0-rc.1"]);
+        assert_eq!(extra.notes.len(), 2);
+        assert!(extra.notes[0].contains("pre-release"), "{:?}", extra.notes);
+
+        // A branch push: no semver tags, a note each; `/` made `-`.
+        let branch = Inputs {
+            ref_name: "feature/new ui".into(),
+            ..inputs()
+        };
+        let extra = extra_tags(&templates, &branch, Some("refs/heads/feature/new ui")).unwrap();
+        assert_eq!(extra.tags, ["sha-0123456", "feature-new-ui"]);
+        assert_eq!(extra.notes.len(), 3);
+        assert!(
+            extra.notes[0].contains("not a tag push"),
+            "{:?}",
+            extra.notes
+        );
+        let extra = extra_tags(&templates[..1], &inputs(), Some("refs/tags/release1")).unwrap();
+        assert!(
+            extra.notes[0].contains("not a semantic version"),
+            "{:?}",
+            extra.notes
+        );
+    }
+
+    #[test]
+    fn a_bad_or_reserved_tag_is_an_input_error_naming_the_template() {
+        let error = |template: &str| {
+            extra_tags(&[("--tag", template)], &inputs(), None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error("${branch}").contains("'${branch}' (--tag): unknown variable ${branch}"));
+        assert!(error(".hidden").contains("not a valid tag"));
+        assert!(error("a:b").contains("not a valid tag"));
+        assert!(error(&"x".repeat(129)).contains("not a valid tag"));
+        assert!(error("latest").contains("manages itself"));
+        assert!(error("staging-${sha7}").contains("manages itself"));
+        assert!(is_tag("_a.B-9") && is_tag(&"x".repeat(128)));
+        assert!(!is_tag("-a") && !is_tag(""));
     }
 
     #[test]

@@ -211,7 +211,8 @@ pub struct PublishArgs {
     #[arg(long, value_name = "REGISTRY")]
     pub registry: Option<String>,
 
-    /// The commit being published [default: GITHUB_SHA, else the repository's HEAD].
+    /// The commit being published [default: GITHUB_SHA, else the repository's HEAD]. It must be
+    /// the checked-out commit (HEAD): the working tree is what is built.
     #[arg(long, value_name = "SHA")]
     pub sha: Option<String>,
 
@@ -224,6 +225,18 @@ pub struct PublishArgs {
     /// `staging-<sha7>` that holds another commit's image.
     #[arg(long)]
     pub force: bool,
+
+    /// Publish even though tracked files the builds read differ from the commit: labelled
+    /// `<sha>-dirty` and pushed as `staging-<sha7>-dirty` only (never `staging-<sha7>`,
+    /// `staging-latest` or the extra tags).
+    #[arg(long)]
+    pub allow_dirty: bool,
+
+    /// Also point this tag at each image's manifest, registry-side (repeatable); a template
+    /// like `tags:` in hoist.yaml: `${sha7}`, `${ref_name}`, on a tag push `${version}`,
+    /// `${major}`, `${minor}`, `${patch}`.
+    #[arg(long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
 
     /// Create missing ECR repositories (tags immutable except staging-latest, latest and
     /// latest-previous, where the API allows).

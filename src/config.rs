@@ -49,6 +49,8 @@ struct FileConfig {
     registry: Option<String>,
     /// The images the project builds; replaces the default set when given.
     images: Option<BTreeMap<String, FileImage>>,
+    /// Tags `hoist publish` writes beside `staging-<sha7>`, as templates.
+    tags: Option<Vec<String>>,
 }
 
 /// One image of `images:` as written; every key is optional.
@@ -144,6 +146,10 @@ pub struct Config {
     pub registry: Option<String>,
     /// The images to build, in name order.
     pub images: Vec<ImageConfig>,
+    /// `tags:`: templates of the tags `hoist publish` points at every
+    /// image's manifest beside `staging-<sha7>` (`${sha7}`, `${version}`,
+    /// …; expanded by [`crate::build::extra_tags`]).
+    pub tags: Vec<String>,
 }
 
 /// How one image is built. Paths are resolved like every other path;
@@ -312,6 +318,7 @@ impl Config {
                 .map(|r| r.trim_end_matches('/').to_string())
                 .filter(|r| !r.is_empty()),
             images,
+            tags: parsed.tags.unwrap_or_default(),
         })
     }
 }

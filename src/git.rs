@@ -1,6 +1,7 @@
 //! The local git repository, through git2: which files a push changed, the
-//! files tracked at HEAD, the current branch, which commit descends from
-//! which (fetching the history when a shallow clone cannot tell).
+//! files tracked at HEAD and those that differ from it, the current branch,
+//! which commit descends from which (fetching the history when a shallow
+//! clone cannot tell).
 
 use crate::changes::ChangedFiles;
 use crate::error::{Error, Result};
@@ -378,6 +379,48 @@ fn unquote_c_style(quoted: &[u8]) -> std::result::Result<Vec<u8>, &'static str> 
     Ok(out)
 }
 
+/// The tracked files whose content differs from the commit at HEAD,
+/// repository-relative and sorted: modified, deleted, renamed or
+/// type-changed in the working tree or the index, and files staged as new.
+/// Untracked and ignored files are not listed (the build context's
+/// `.dockerignore` decides about those). What `git status --porcelain`
+/// shows without its `??` lines.
+pub fn changed_in_worktree(repo: &Repository) -> Result<Vec<String>> {
+    use git2::Status;
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo.statuses(Some(&mut options)).map_err(git_failed)?;
+    let differs = Status::INDEX_NEW
+        | Status::INDEX_MODIFIED
+        | Status::INDEX_DELETED
+        | Status::INDEX_RENAMED
+        | Status::INDEX_TYPECHANGE
+        | Status::WT_MODIFIED
+        | Status::WT_DELETED
+        | Status::WT_RENAMED
+        | Status::WT_TYPECHANGE;
+    let mut paths = BTreeSet::new();
+    for entry in statuses.iter().filter(|e| e.status().intersects(differs)) {
+        // Both sides of a rename: the old path is gone from the tree, the
+        // new one is not the commit's.
+        let sides = [entry.head_to_index(), entry.index_to_workdir()];
+        for delta in sides.into_iter().flatten() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path() {
+                    paths.insert(path.to_string_lossy().into_owned());
+                }
+            }
+        }
+        if let Ok(path) = entry.path() {
+            paths.insert(path.to_string());
+        }
+    }
+    Ok(paths.into_iter().collect())
+}
+
 /// Every file tracked in HEAD's tree.
 pub fn tracked_files(repo: &Repository) -> Result<Vec<String>> {
     let tree = repo
@@ -429,6 +472,46 @@ mod tests {
             shas.push(id.to_string());
         }
         shas
+    }
+
+    #[test]
+    fn the_worktree_differs_by_tracked_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        for name in ["kept", "edited", "gone", "staged", "sub/typed"] {
+            write(name, "one\n");
+        }
+        write(".gitignore", "ignored\n");
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let who = Signature::now("t", "t@example.com").unwrap();
+        repo.commit(Some("HEAD"), &who, &who, "one", &tree, &[])
+            .unwrap();
+        assert!(changed_in_worktree(&repo).unwrap().is_empty());
+
+        write("edited", "two\n");
+        std::fs::remove_file(dir.path().join("gone")).unwrap();
+        write("staged", "two\n");
+        write("added", "new\n");
+        write("untracked", "new\n");
+        write("ignored", "new\n");
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("staged")).unwrap();
+        index.add_path(Path::new("added")).unwrap();
+        index.write().unwrap();
+        assert_eq!(
+            changed_in_worktree(&repo).unwrap(),
+            ["added", "edited", "gone", "staged"]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod context;
 pub mod deps;
 pub mod dialect;
+pub mod dirty;
 pub mod docker;
 pub mod dockerignore;
 pub mod error;

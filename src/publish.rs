@@ -5,9 +5,10 @@
 //! The plan is what `--dry-run` prints and what a real run walks, step by
 //! step: the changes decision, the dependencies, the builds, the pushes.
 
-use crate::build;
+use crate::build::{self, ExtraTags};
 use crate::changes::Decision;
 use crate::deps::Job;
+use crate::dirty::DirtyImage;
 use crate::registry::Target;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -25,6 +26,15 @@ pub struct Plan {
     pub build: build::Plan,
     pub registry: RegistryStep,
     pub images: Vec<PushStep>,
+    /// Tags pointed at every image's manifest beside `staging-<sha7>`
+    /// (`--tag`, `tags:`); none for a dirty build.
+    pub extra_tags: Vec<String>,
+    /// Why templates were left out, and extra tags not pushed.
+    pub notes: Vec<String>,
+    /// The images whose builds read tracked files that differ from the
+    /// commit (published only with `--allow-dirty`, as `-dirty`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dirty: Vec<DirtyImage>,
 }
 
 /// Whether the push selects the pipeline.
@@ -82,23 +92,42 @@ pub struct PushStep {
     pub name: String,
     /// The repository inside the registry (`prefix/name`).
     pub repository: String,
-    /// `staging-<sha7>`, pushed through the engine.
+    /// `staging-<sha7>` (`staging-<sha7>-dirty` for a dirty build), pushed
+    /// through the engine.
     pub staging_tag: String,
-    /// Full reference of `staging-<sha7>`.
+    /// Full reference of the staging tag.
     pub staging_reference: String,
     /// Full reference of `staging-latest`, pointed registry-side at the
-    /// manifest just pushed, unless a newer commit already holds it.
-    pub latest_reference: String,
+    /// manifest just pushed, unless a newer commit already holds it; `None`
+    /// for a dirty build, which no commit's tag may name.
+    pub latest_reference: Option<String>,
+    /// Full references of the extra tags, written registry-side from the
+    /// same manifest bytes.
+    pub extra_references: Vec<String>,
 }
 
-/// Puts the plan together.
+/// Puts the plan together. `extra` are the expanded `--tag`/`tags:`, and
+/// `dirty` what makes the build dirty, if it is.
 pub fn plan(
     changes: Changes,
     jobs: &[Job],
     build: build::Plan,
     target: &Target,
     create_repos: bool,
+    extra: ExtraTags,
+    dirty: Vec<DirtyImage>,
 ) -> Plan {
+    let ExtraTags {
+        tags: mut extra_tags,
+        mut notes,
+    } = extra;
+    if build.dirty && !extra_tags.is_empty() {
+        notes.push(format!(
+            "not pushed for a build of a dirty tree: {}",
+            extra_tags.join(", ")
+        ));
+        extra_tags.clear();
+    }
     let deps = jobs
         .iter()
         .map(|job| DepStep {
@@ -111,7 +140,7 @@ pub fn plan(
             path: job.target.clone(),
         })
         .collect();
-    let staging_tag = format!("staging-{}", build.sha7);
+    let staging_tag = build::staging_tag(&build.sha7, build.dirty);
     let images = build
         .images
         .iter()
@@ -120,7 +149,11 @@ pub fn plan(
             repository: target.repository(&image.name),
             staging_tag: staging_tag.clone(),
             staging_reference: target.reference(&image.name, &staging_tag),
-            latest_reference: target.reference(&image.name, STAGING_LATEST),
+            latest_reference: (!build.dirty).then(|| target.reference(&image.name, STAGING_LATEST)),
+            extra_references: extra_tags
+                .iter()
+                .map(|tag| target.reference(&image.name, tag))
+                .collect(),
         })
         .collect();
     Plan {
@@ -135,6 +168,9 @@ pub fn plan(
         },
         build,
         images,
+        extra_tags,
+        notes,
+        dirty,
     }
 }
 
@@ -241,6 +277,83 @@ mod tests {
     use super::*;
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn build_plan(dirty: bool) -> build::Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::load(
+            dir.path(),
+            None,
+            crate::config::Overrides::default(),
+            |_| None,
+        )
+        .unwrap();
+        let inputs = build::Inputs {
+            sha: SHA.into(),
+            ref_name: "v1.2.3".into(),
+            run_id: None,
+            source: None,
+            created: String::new(),
+            builder: build::Builder::Buildkit,
+            no_cache: false,
+            dirty,
+        };
+        build::plan(&config, Some("r.example/p"), &[], &inputs).unwrap()
+    }
+
+    #[test]
+    fn extra_tags_go_with_a_clean_build_only() {
+        let target = Target::parse("r.example/p").unwrap();
+        let extra = || ExtraTags {
+            tags: vec!["1.2.3".into(), "1".into()],
+            notes: vec![],
+        };
+        let changes = || Changes {
+            forced: true,
+            decision: None,
+        };
+        let clean = plan(
+            changes(),
+            &[],
+            build_plan(false),
+            &target,
+            false,
+            extra(),
+            vec![],
+        );
+        let platform = &clean.images[0];
+        assert_eq!(platform.staging_tag, "staging-0123456");
+        assert_eq!(
+            platform.latest_reference.as_deref(),
+            Some("r.example/p/platform:staging-latest")
+        );
+        assert_eq!(
+            platform.extra_references,
+            ["r.example/p/platform:1.2.3", "r.example/p/platform:1"]
+        );
+
+        let dirty = vec![DirtyImage {
+            image: "platform".into(),
+            paths: vec!["workspace-server/main.go".into()],
+        }];
+        let dirty = plan(
+            changes(),
+            &[],
+            build_plan(true),
+            &target,
+            false,
+            extra(),
+            dirty,
+        );
+        let platform = &dirty.images[0];
+        assert_eq!(platform.staging_tag, "staging-0123456-dirty");
+        assert_eq!(platform.latest_reference, None);
+        assert!(platform.extra_references.is_empty());
+        assert!(dirty.extra_tags.is_empty());
+        assert_eq!(
+            dirty.notes,
+            ["not pushed for a build of a dirty tree: 1.2.3, 1"]
+        );
+    }
 
     #[test]
     fn revisions_match_full_shas_and_tag_prefixes() {

@@ -307,8 +307,130 @@ fn a_staging_tag_from_another_commit_fails_unless_forced() {
     assert_ne!(digests[0], theirs);
 }
 
+/// `hoist publish` (JSON) run in `dir`, a checkout of `repo`'s repository
+/// (a worktree), with `repo`'s forge for the dependencies.
+fn publish_in(
+    dir: &Path,
+    repo: &Monorepo,
+    registry: &str,
+    args: &[&str],
+) -> (Option<i32>, Value, String) {
+    let target = format!("{registry}/{PREFIX}");
+    let mut full = vec!["publish", "--registry", &target, "--format", "json"];
+    full.extend_from_slice(args);
+    let out = hoist(dir, &full, &[("HOIST_GIT_BASE_URL", repo.forge.url())]);
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The text of `path` inside the image that `repo:tag` names in the
+/// registry, pulled by its digest.
+fn file_in_pushed_image(registry: &Registry, repo: &str, tag: &str, path: &str) -> String {
+    let digest = registry
+        .manifest_digest(repo, tag)
+        .unwrap_or_else(|| panic!("{repo}:{tag} is in the registry"));
+    let pinned = TempImage::new(format!("{}/{repo}@{digest}", registry.addr()));
+    docker::docker(&["pull", "-q", pinned.name()]);
+    let container = docker::docker(&["create", pinned.name(), "none"]);
+    let copied = docker::try_docker(&[], &["cp", &format!("{container}:{path}"), "-"]);
+    docker::docker(&["rm", &container]);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    // A tar of the one file: its text is in there as it is.
+    String::from_utf8_lossy(&copied.stdout).to_string()
+}
+
+/// The `org.opencontainers.image.revision` label of the image `repo:tag`
+/// names, read from the registry (manifest, then config blob).
+fn revision_in_registry(registry: &Registry, repo: &str, tag: &str) -> Option<String> {
+    let accept = "application/vnd.docker.distribution.manifest.v2+json, \
+                  application/vnd.oci.image.manifest.v1+json";
+    let (status, _, body) = docker::http_request(
+        registry.addr(),
+        "GET",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        registry.credentials(),
+        &[("Accept", accept)],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{repo}:{tag}: {body}");
+    let manifest: Value = serde_json::from_str(&body).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let (status, body) = registry.get(
+        &format!("/v2/{repo}/blobs/{config}"),
+        registry.credentials(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let config: Value = serde_json::from_str(&body).unwrap();
+    config["config"]["Labels"]["org.opencontainers.image.revision"]
+        .as_str()
+        .map(str::to_string)
+}
+
 #[test]
-fn a_newer_staging_latest_is_left_in_place() {
+fn a_sha_that_is_not_head_is_refused_with_the_commands_that_publish_it() {
+    let Some(mut repo) = Monorepo::new(None) else {
+        return;
+    };
+    let older = repo.head();
+    let newer = repo.server_commit("only in the newer commit");
+    // No engine, no registry: the refusal comes before either.
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["--force", "--sha", &older[..7]];
+        args.extend_from_slice(extra);
+        let run = repo.publish(
+            "127.0.0.1:9",
+            &args,
+            &[("DOCKER_HOST", "tcp://127.0.0.1:9")],
+        );
+        assert_eq!(run.code(), Some(2), "{}", run.describe());
+        let stderr = run.stderr();
+        assert!(
+            stderr.contains(&format!("--sha names commit {}", &older[..7])),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("checked-out commit is {}", &newer[..7])),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "git worktree add --detach ../hoist-{} {older}",
+                &older[..7]
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("hoist -C ../hoist-"), "{stderr}");
+        assert!(!run.outputs.contains("published="), "{}", run.outputs);
+    }
+    // GITHUB_SHA is held to the same rule.
+    let ci = repo.publish(
+        "127.0.0.1:9",
+        &["--force", "--dry-run"],
+        &[("GITHUB_SHA", older.as_str())],
+    );
+    assert_eq!(ci.code(), Some(2), "{}", ci.describe());
+    assert!(
+        ci.stderr().contains("GITHUB_SHA names commit"),
+        "{}",
+        ci.describe()
+    );
+    // A name of HEAD's commit is HEAD.
+    for name in ["main", &newer[..7], newer.as_str()] {
+        let run = repo.publish("127.0.0.1:9", &["--force", "--dry-run", "--sha", name], &[]);
+        assert_eq!(run.code(), Some(0), "{name}: {}", run.describe());
+        assert_eq!(run.json["sha"], newer.as_str());
+    }
+}
+
+#[test]
+fn a_newer_staging_latest_is_left_in_place_and_the_older_image_holds_the_older_files() {
     if !require_engine() {
         return;
     }
@@ -319,27 +441,43 @@ fn a_newer_staging_latest_is_left_in_place() {
         return;
     };
     let older = repo.head();
-    let newer = repo.server_commit("newer");
+    let newer = repo.server_commit("only in the newer commit");
     // The newer push finishes first.
     let first = repo.publish(registry.addr(), &["--force"], &[]);
     let newer_digests = assert_published(&registry, &first, &newer);
-    let late = repo.publish(registry.addr(), &["--force", "--sha", &older], &[]);
-    assert_eq!(late.code(), Some(0), "{}", late.describe());
+    // The older commit, published as the refusal's hint says: from a
+    // checkout of its own.
+    let checkouts = tempfile::tempdir().unwrap();
+    let old = checkouts.path().join("old");
+    git(
+        repo.path(),
+        &["worktree", "add", "--detach", old.to_str().unwrap(), &older],
+    );
+    let (code, late, stderr) = publish_in(&old, &repo, registry.addr(), &["--force"]);
+    for name in IMAGES {
+        for tag in [format!("staging-{}", &older[..7]), "staging-latest".into()] {
+            repo.images.push(TempImage::new(format!(
+                "{}/{PREFIX}/{name}:{tag}",
+                registry.addr()
+            )));
+        }
+    }
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(late["sha"], older.as_str());
     for (name, newer_digest) in IMAGES.iter().zip(&newer_digests) {
-        let image = late.image(name);
-        assert_eq!(
-            image["staging_latest"]["action"],
-            "left",
-            "{}",
-            late.describe()
-        );
+        let image = late["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == *name)
+            .unwrap();
+        assert_eq!(image["staging_latest"]["action"], "left", "{late}");
         assert!(
             image["staging_latest"]["note"]
                 .as_str()
                 .unwrap()
                 .contains(&newer),
-            "{}",
-            late.describe()
+            "{late}"
         );
         assert_eq!(staging_latest(&registry, name).as_ref(), Some(newer_digest));
         let older_digest = image["digest"].as_str().unwrap();
@@ -350,7 +488,373 @@ fn a_newer_staging_latest_is_left_in_place() {
             Some(older_digest)
         );
         assert_eq!(image["tags"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            revision_in_registry(
+                &registry,
+                &repository(name),
+                &format!("staging-{}", &older[..7])
+            )
+            .as_deref(),
+            Some(older.as_str())
+        );
     }
+    // Each image holds the files of the commit its tag and label name.
+    let main_go = "/srv/workspace-server/main.go";
+    let old_files = file_in_pushed_image(
+        &registry,
+        &repository("platform"),
+        &format!("staging-{}", &older[..7]),
+        main_go,
+    );
+    assert!(old_files.contains("package main"), "{old_files}");
+    assert!(
+        !old_files.contains("only in the newer commit"),
+        "{old_files}"
+    );
+    let new_files = file_in_pushed_image(
+        &registry,
+        &repository("platform"),
+        &format!("staging-{}", &newer[..7]),
+        main_go,
+    );
+    assert!(
+        new_files.contains("only in the newer commit"),
+        "{new_files}"
+    );
+    git(
+        repo.path(),
+        &["worktree", "remove", "--force", old.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn tracked_changes_in_a_context_refuse_the_publish_and_others_do_not() {
+    let Some(mut repo) = Monorepo::new(None) else {
+        return;
+    };
+    let sha = repo.head();
+    let nowhere = [("DOCKER_HOST", "tcp://127.0.0.1:9")];
+    // Modified, staged, deleted: all under the (root) context.
+    let main_go = repo.path().join("workspace-server/main.go");
+    std::fs::write(&main_go, "package main // edited\n").unwrap();
+    let package = repo.path().join("canvas/package.json");
+    std::fs::write(&package, "{}\n").unwrap();
+    git(repo.path(), &["add", "canvas/package.json"]);
+    std::fs::remove_file(repo.path().join("canvas/app/page.tsx")).unwrap();
+    // Untracked files follow .dockerignore as before; docs/ is ignored.
+    std::fs::write(repo.path().join("docs/README.md"), "edited\n").unwrap();
+    std::fs::write(repo.path().join("new-untracked.txt"), "x\n").unwrap();
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["--force"];
+        args.extend_from_slice(extra);
+        let run = repo.publish("127.0.0.1:9", &args, &nowhere);
+        assert_eq!(run.code(), Some(2), "{}", run.describe());
+        let stderr = run.stderr();
+        assert!(stderr.contains("3 tracked file(s)"), "{stderr}");
+        for path in [
+            "workspace-server/main.go (in platform, platform-tenant)",
+            "canvas/package.json (in platform, platform-tenant)",
+            "canvas/app/page.tsx",
+        ] {
+            assert!(stderr.contains(path), "{path} in {stderr}");
+        }
+        assert!(
+            stderr.contains(&format!("differ from commit {}", &sha[..7])),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("docs/README.md"), "{stderr}");
+        assert!(!stderr.contains("new-untracked"), "{stderr}");
+        assert!(stderr.contains("--allow-dirty"), "{stderr}");
+        assert!(!stderr.contains("deps |"), "nothing fetched: {stderr}");
+    }
+    assert!(!repo.path().join(".tenant-bundle-deps").exists());
+
+    // `hoist build` builds it, and says so: labelled and tagged -dirty.
+    let build = hoist(
+        repo.path(),
+        &["build", "--dry-run", "--registry", "127.0.0.1:9/x"],
+        &nowhere,
+    );
+    assert_eq!(build.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&build.stdout);
+    assert!(text.contains("warning: 3 tracked file(s)"), "{text}");
+    assert!(text.contains("workspace-server/main.go"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "tag         127.0.0.1:9/x/platform:staging-{}-dirty",
+            &sha[..7]
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tag         127.0.0.1:9/x/platform:staging-latest"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("org.opencontainers.image.revision={sha}-dirty")),
+        "{text}"
+    );
+
+    // A tree whose changes are outside every image's context (or ignored
+    // by it) is the commit, as far as the images go.
+    git(repo.path(), &["checkout", "--", "."]);
+    git(repo.path(), &["reset", "-q", "--hard"]);
+    std::fs::write(
+        repo.path().join("hoist.yaml"),
+        "workflow: .gitea/workflows/publish-workspace-server-image.yml\nimages:\n  platform:\n    context: workspace-server\n    dockerfile: workspace-server/Dockerfile\n",
+    )
+    .unwrap();
+    git(
+        repo.path(),
+        &["commit", "-qam", "one image, its own context"],
+    );
+    std::fs::write(repo.path().join("canvas/package.json"), "{}\n").unwrap();
+    std::fs::write(repo.path().join("hoist.yaml.bak"), "x\n").unwrap();
+    let run = repo.publish("127.0.0.1:9", &["--force", "--dry-run"], &nowhere);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert!(run.json.get("dirty").is_none(), "{}", run.json);
+    assert!(!run.stderr().contains("differ"), "{}", run.describe());
+}
+
+#[test]
+fn allow_dirty_pushes_only_the_dirty_tag_labelled_as_such() {
+    if !require_engine() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(mut repo) = Monorepo::new(None) else {
+        return;
+    };
+    let sha = repo.head();
+    let sha7 = &sha[..7];
+    std::fs::write(
+        repo.path().join("workspace-server/main.go"),
+        "package main // uncommitted\n",
+    )
+    .unwrap();
+    for name in IMAGES {
+        repo.images.push(TempImage::new(format!(
+            "{}/{PREFIX}/{name}:staging-{sha7}-dirty",
+            registry.addr()
+        )));
+    }
+    let dry = repo.publish(
+        registry.addr(),
+        &["--force", "--allow-dirty", "--dry-run"],
+        &[],
+    );
+    assert_eq!(dry.code(), Some(0), "{}", dry.describe());
+    assert_eq!(
+        dry.json["images"][0]["staging_tag"],
+        format!("staging-{sha7}-dirty")
+    );
+    assert_eq!(dry.json["images"][0]["latest_reference"], Value::Null);
+    assert_eq!(dry.json["dirty"][0]["paths"][0], "workspace-server/main.go");
+
+    let run = repo.publish(
+        registry.addr(),
+        &["--force", "--allow-dirty", "--tag", "sha-${sha7}"],
+        &[],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert_eq!(run.json["dirty"][0]["paths"][0], "workspace-server/main.go");
+    assert!(
+        run.json["notes"][0].as_str().unwrap().contains("dirty"),
+        "{}",
+        run.describe()
+    );
+    for name in IMAGES {
+        let repo_name = repository(name);
+        // The one tag: neither staging-<sha7>, nor staging-latest, nor --tag.
+        assert_eq!(registry.tags(&repo_name), [format!("staging-{sha7}-dirty")]);
+        assert_eq!(
+            revision_in_registry(&registry, &repo_name, &format!("staging-{sha7}-dirty")),
+            Some(format!("{sha}-dirty"))
+        );
+        let image = run.image(name);
+        assert!(image.get("staging_latest").is_none(), "{}", run.describe());
+        assert_eq!(
+            image["tags"],
+            serde_json::json!([format!(
+                "{}/{repo_name}:staging-{sha7}-dirty",
+                registry.addr()
+            )])
+        );
+    }
+    // What it holds is the tree it says it is.
+    let files = file_in_pushed_image(
+        &registry,
+        &repository("platform"),
+        &format!("staging-{sha7}-dirty"),
+        "/srv/workspace-server/main.go",
+    );
+    assert!(files.contains("uncommitted"), "{files}");
+    // A second dirty publish replaces the dirty tag: it names no commit.
+    let again = repo.publish(registry.addr(), &["--force", "--allow-dirty"], &[]);
+    assert_eq!(again.code(), Some(0), "{}", again.describe());
+    assert!(
+        again.stderr().contains("an earlier build of a dirty tree"),
+        "{}",
+        again.describe()
+    );
+}
+
+#[test]
+fn extra_tags_name_the_same_manifest_as_the_staging_tag() {
+    if !require_engine() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(mut repo) = Monorepo::new(None) else {
+        return;
+    };
+    let config = repo.path().join("hoist.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("tags: ['${version}', '${major}.${minor}', '${major}']\n");
+    std::fs::write(&config, text).unwrap();
+    git(repo.path(), &["commit", "-qam", "release tags"]);
+    git(repo.path(), &["tag", "v1.2.3"]);
+    let sha = repo.head();
+    let sha7 = &sha[..7];
+    let tag_push = [
+        ("GITHUB_REF", "refs/tags/v1.2.3"),
+        ("GITHUB_REF_NAME", "v1.2.3"),
+    ];
+    let sha_tag = format!("sha-{sha7}");
+    let extra = ["1.2.3", "1.2", "1", sha_tag.as_str()];
+    for name in IMAGES {
+        for tag in extra {
+            repo.images.push(TempImage::new(format!(
+                "{}/{PREFIX}/{name}:{tag}",
+                registry.addr()
+            )));
+        }
+    }
+    let dry = hoist(
+        repo.path(),
+        &[
+            "publish",
+            "--dry-run",
+            "--force",
+            "--registry",
+            &format!("{}/{PREFIX}", registry.addr()),
+            "--tag",
+            "sha-${sha7}",
+        ],
+        &tag_push,
+    );
+    let dry_text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry_text.contains(&format!(
+            "{}/{PREFIX}/platform:1.2 (registry-side, the same manifest)",
+            registry.addr()
+        )),
+        "{dry_text}"
+    );
+
+    let run = repo.publish(
+        registry.addr(),
+        &["--force", "--tag", "sha-${sha7}"],
+        &tag_push,
+    );
+    let digests = assert_published(&registry, &run, &sha);
+    for (name, digest) in IMAGES.iter().zip(&digests) {
+        for tag in extra {
+            assert_eq!(
+                registry.manifest_digest(&repository(name), tag).as_ref(),
+                Some(digest),
+                "{name}:{tag}"
+            );
+            let reference = format!("{}/{}:{tag}", registry.addr(), repository(name));
+            assert!(
+                run.image(name)["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(reference.clone())),
+                "{}",
+                run.describe()
+            );
+        }
+        assert!(run.summary.contains(&sha_tag), "{}", run.summary);
+        let tags_output = run
+            .outputs
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}-tags=")))
+            .unwrap_or_else(|| panic!("{}", run.outputs));
+        assert!(
+            tags_output.contains(&format!(":sha-{sha7}")),
+            "{tags_output}"
+        );
+    }
+
+    // A branch push: the semver templates are left out with a note.
+    let branch = repo.publish(
+        registry.addr(),
+        &["--force"],
+        &[
+            ("GITHUB_REF", "refs/heads/main"),
+            ("GITHUB_REF_NAME", "main"),
+        ],
+    );
+    assert_eq!(branch.code(), Some(0), "{}", branch.describe());
+    let notes = branch.json["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 3, "{}", branch.describe());
+    assert!(
+        notes[0].as_str().unwrap().contains("not a tag push"),
+        "{notes:?}"
+    );
+
+    // A tag hoist manages itself is refused, naming the template.
+    let reserved = repo.publish(
+        registry.addr(),
+        &["--force", "--dry-run", "--tag", "latest"],
+        &[],
+    );
+    assert_eq!(reserved.code(), Some(2), "{}", reserved.describe());
+    assert!(
+        reserved.stderr().contains("'latest' (--tag)"),
+        "{}",
+        reserved.describe()
+    );
+}
+
+#[test]
+fn the_change_decision_is_the_published_commits_own() {
+    let Some(repo) = Monorepo::new(None) else {
+        return;
+    };
+    let first = repo.head();
+    let server = repo.server_commit("server change");
+    std::fs::write(repo.path().join("docs/README.md"), "more words\n").unwrap();
+    git(repo.path(), &["commit", "-q", "-am", "docs"]);
+    let docs = repo.head();
+    let event = repo.path().join("event.json");
+    let event_path = event.to_str().unwrap().to_string();
+    let decide = |before: &str, after: &str| {
+        let payload =
+            serde_json::json!({"ref": "refs/heads/main", "before": before, "after": after});
+        std::fs::write(&event, payload.to_string()).unwrap();
+        let run = repo.run(
+            &["publish", "--dry-run", "--registry", "127.0.0.1:9/x"],
+            &[
+                ("GITHUB_EVENT_PATH", &event_path),
+                ("DOCKER_HOST", "tcp://127.0.0.1:9"),
+            ],
+        );
+        assert_eq!(run.code(), Some(0), "{}", run.describe());
+        run.json["changes"]["decision"].clone()
+    };
+    // An event for another commit (the server push) does not decide the
+    // publish of HEAD, a docs-only commit: its own diff does.
+    let other = decide(&first, &server);
+    assert_eq!(other["run"], false, "{other}");
+    // The event of HEAD's own push decides by its whole range.
+    let own = decide(&first, &docs);
+    assert_eq!(own["run"], true, "{own}");
 }
 
 #[test]

@@ -3,16 +3,17 @@
 //! gate. `--dry-run` prints the same plan without touching the engine.
 
 use crate::build::{self, Builder, ImagePlan, Inputs, Plan};
-use crate::ci::{Ci, markdown, markdown_code};
+use crate::ci::{self, Ci, markdown, markdown_code};
 use crate::cli::{BuildArgs, Format};
 use crate::config::{Config, Overrides};
 use crate::context::{self, Context, Summary, human_bytes};
+use crate::dirty::{self, DirtyImage};
 use crate::docker::{self, BuildSettings, Credentials, Engine};
 use crate::error::{Error, Result};
 use crate::git;
 use crate::registry::{self, PushAuth};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -23,7 +24,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, env)?;
-    let inputs = inputs(
+    let mut inputs = inputs(
         &config,
         args.sha.as_deref(),
         args.builder,
@@ -37,9 +38,33 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         .map(|image| Context::new(&image.context, &image.dockerfile))
         .collect::<Result<Vec<_>>>()?;
     let sizes = scan_all(&contexts)?;
+    // A local build is not refused: it says what it builds, and labels it so.
+    let tree = read_tree(&config, &plan.images, &contexts)?;
+    let mut warnings = Vec::new();
+    if let Some(tree) = &tree {
+        if tree.head != inputs.sha {
+            warnings.push(format!(
+                "commit {} is not the checked-out commit {}: the working tree is built, labelled {}",
+                &inputs.sha7(),
+                tree.head.get(..7).unwrap_or(&tree.head),
+                inputs.sha7()
+            ));
+        }
+        if !tree.dirty.is_empty() {
+            warnings.push(dirty::warning(&tree.dirty, &inputs.sha));
+            inputs.dirty = true;
+        }
+    }
+    let plan = match inputs.dirty {
+        true => build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?,
+        false => plan,
+    };
 
     if args.dry_run {
-        return dry_run(&plan, &sizes, args.format, ci);
+        return dry_run(&plan, &sizes, &warnings, args.format, ci);
+    }
+    for warning in &warnings {
+        ci.warn(warning);
     }
     for (image, size) in plan.images.iter().zip(&sizes) {
         if let Some(warning) = context::size_warning(size) {
@@ -135,7 +160,72 @@ pub(super) fn inputs(
         created,
         builder,
         no_cache,
+        dirty: false,
     })
+}
+
+/// The working tree against HEAD, in a repository.
+pub(super) struct Tree {
+    /// The checked-out commit's full sha: what the working tree is.
+    pub head: String,
+    /// The images whose builds read tracked files that differ from HEAD.
+    pub dirty: Vec<DirtyImage>,
+}
+
+/// Reads the repository at the project root: HEAD, and which of `images`
+/// (built from `contexts`) read tracked files that differ from it. `None`
+/// outside a repository, where nothing can be compared.
+pub(super) fn read_tree(
+    config: &Config,
+    images: &[ImagePlan],
+    contexts: &[Context],
+) -> Result<Option<Tree>> {
+    let Ok(repo) = git::open(&config.root) else {
+        return Ok(None);
+    };
+    let Some(workdir) = repo.workdir().and_then(|w| std::fs::canonicalize(w).ok()) else {
+        return Ok(None);
+    };
+    let head = git::commit_sha(&repo, "HEAD")?;
+    let changed = git::changed_in_worktree(&repo)?;
+    let bundle_dir = absolute(&config.bundle_dir);
+    let mut dirty = Vec::new();
+    for (image, context) in images.iter().zip(contexts) {
+        let dockerfile = absolute(&image.dockerfile);
+        let ignore = context.dockerignore();
+        let paths = dirty::affecting(
+            &changed,
+            &workdir,
+            &bundle_dir,
+            context.dir(),
+            &dockerfile,
+            |rel| !ignore.excludes(rel),
+        );
+        if !paths.is_empty() {
+            dirty.push(DirtyImage {
+                image: image.name.clone(),
+                paths,
+            });
+        }
+    }
+    Ok(Some(Tree { head, dirty }))
+}
+
+/// `path` absolute with symlinks resolved, as far as it exists (the bundle
+/// dir may not yet).
+fn absolute(path: &Path) -> PathBuf {
+    if let Ok(path) = std::fs::canonicalize(path) {
+        return path;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let base = match parent {
+        Some(parent) => std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf()),
+        None => std::env::current_dir().unwrap_or_default(),
+    };
+    match path.file_name() {
+        Some(name) => base.join(name),
+        None => base,
+    }
 }
 
 fn is_full_sha(text: &str) -> bool {
@@ -202,11 +292,20 @@ impl<'a, P: Serialize> DryRun<'a, P> {
     }
 }
 
-fn dry_run(plan: &Plan, sizes: &[Summary], format: Format, ci: &Ci) -> Result<u8> {
+fn dry_run(
+    plan: &Plan,
+    sizes: &[Summary],
+    warnings: &[String],
+    format: Format,
+    ci: &Ci,
+) -> Result<u8> {
     match format {
         Format::Json => {
             let document = DryRun::new(plan, &plan.images, sizes);
             ci.out(&super::json(&document))?;
+            for warning in warnings {
+                ci.warn(warning);
+            }
         }
         Format::Text => {
             let mut text = format!(
@@ -215,6 +314,9 @@ fn dry_run(plan: &Plan, sizes: &[Summary], format: Format, ci: &Ci) -> Result<u8
                 plan.sha7,
                 builder_name(plan.builder)
             );
+            for warning in warnings {
+                text.push_str(&format!("warning: {}\n", ci::one_line(warning)));
+            }
             for (image, size) in plan.images.iter().zip(sizes) {
                 text.push_str(&describe(image, size));
             }

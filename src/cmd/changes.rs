@@ -33,6 +33,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: ChangesArgs, ci: &Ci) -
         base: args.base.as_deref(),
         head: args.head.as_deref(),
         git_ref: args.git_ref.as_deref(),
+        commit: None,
     };
     let decision = decide(&config, &workflow, &source)?;
     match args.format {
@@ -65,6 +66,10 @@ pub(super) struct PushSource<'a> {
     pub base: Option<&'a str>,
     pub head: Option<&'a str>,
     pub git_ref: Option<&'a str>,
+    /// The commit being published (a full sha): the push event's range
+    /// counts only when the event is for it, else the commit is decided
+    /// against its parent.
+    pub commit: Option<&'a str>,
 }
 
 /// The push being decided: its ref and the files it changed.
@@ -99,6 +104,8 @@ impl Push {
                 None,
             ),
             None => {
+                let for_commit =
+                    |after: &str| args.commit.is_none_or(|c| c.eq_ignore_ascii_case(after));
                 let (base, head) = match (args.base, args.head, &event) {
                     (Some(base), Some(head), _) => (Some(base), head),
                     (
@@ -109,8 +116,8 @@ impl Push {
                             after: Some(after),
                             ..
                         }),
-                    ) => (Some(before.as_str()), after.as_str()),
-                    _ => (None, "HEAD"),
+                    ) if for_commit(after) => (Some(before.as_str()), after.as_str()),
+                    _ => (None, args.commit.unwrap_or("HEAD")),
                 };
                 let repo = git::open(&config.root)?;
                 if let Some(base) = args.base {

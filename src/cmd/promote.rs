@@ -254,8 +254,10 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
             setup.target
         ))
         .hint(format!(
-            "publish {} first (`hoist publish`), or check the sha; `hoist status` lists the staging tags",
-            &sha[..7]
+            "publish that commit first, from a clean checkout of it: `git worktree add --detach ../hoist-{sha7} {sha}`, \
+             then `hoist -C ../hoist-{sha7} publish --sha {sha}` (a `-dirty` image is never promoted); \
+             or check the sha: `hoist status` lists the staging tags",
+            sha7 = &sha[..7]
         )));
     }
 

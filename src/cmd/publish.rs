@@ -8,7 +8,7 @@
 //! anything is built, so a re-run of a published commit is a no-op.
 
 use super::build::{
-    BuiltImage, DryRun, build_all, builder_name, describe, inputs, scan_all, short_id,
+    BuiltImage, DryRun, build_all, builder_name, describe, inputs, read_tree, scan_all, short_id,
 };
 use super::changes::{PushSource, decide};
 use crate::ci::{self, Ci, markdown, markdown_code};
@@ -16,6 +16,7 @@ use crate::cli::{Format, PublishArgs};
 use crate::config::{Config, Overrides};
 use crate::context::{self, Context, Summary, human_bytes};
 use crate::deps::{self, Options, Outcome};
+use crate::dirty::{self, DirtyImage};
 use crate::docker::{BuildSettings, Credentials, Engine, engine_credentials};
 use crate::error::{Error, Result};
 use crate::git;
@@ -48,8 +49,30 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     let target = Target::parse(registry)?;
     mask_secrets(&config, ci, &env);
 
-    let inputs = inputs(&config, args.sha.as_deref(), args.builder, false, &env)?;
-    let build_plan = crate::build::plan(&config, Some(&target.to_string()), &args.images, &inputs)?;
+    let mut inputs = inputs(&config, args.sha.as_deref(), args.builder, false, &env)?;
+    let registry_name = target.to_string();
+    let build_plan = crate::build::plan(&config, Some(&registry_name), &args.images, &inputs)?;
+    // Checked now, so that a missing Dockerfile fails before anything runs.
+    let contexts = contexts_of(&build_plan)?;
+    let given_by = if args.sha.is_some() {
+        "--sha"
+    } else {
+        "GITHUB_SHA"
+    };
+    let dirty = check_tree(
+        &config,
+        &inputs,
+        &build_plan,
+        &contexts,
+        given_by,
+        args.allow_dirty,
+    )?;
+    let build_plan = if dirty.is_empty() {
+        build_plan
+    } else {
+        inputs.dirty = true;
+        crate::build::plan(&config, Some(&registry_name), &args.images, &inputs)?
+    };
     let changes = if args.force {
         Changes {
             forced: true,
@@ -57,21 +80,41 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
         }
     } else {
         let workflow = Workflow::read(&config.workflow)?;
-        let decision = decide(&config, &workflow, &PushSource::default())?;
+        // This commit's push: the event's range when it is for this commit,
+        // else the commit against its parent.
+        let source = PushSource {
+            commit: Some(&inputs.sha),
+            ..PushSource::default()
+        };
+        let decision = decide(&config, &workflow, &source)?;
         Changes {
             forced: false,
             decision: Some(decision),
         }
     };
+    let templates: Vec<(&str, &str)> = config
+        .tags
+        .iter()
+        .map(|t| ("tags: in hoist.yaml", t.as_str()))
+        .chain(args.tags.iter().map(|t| ("--tag", t.as_str())))
+        .collect();
+    let git_ref = env("GITHUB_REF");
+    let extra = crate::build::extra_tags(&templates, &inputs, git_ref.as_deref())?;
     let dependencies = if config.manifest.exists() {
         manifest::read(&config.manifest)?
     } else {
         Vec::new()
     };
     let jobs = deps::plan(dependencies, &config.git, &config.bundle_dir)?;
-    // Checked now, so that a missing Dockerfile fails before anything runs.
-    let contexts = contexts_of(&build_plan)?;
-    let plan = publish::plan(changes, &jobs, build_plan, &target, args.create_repos);
+    let plan = publish::plan(
+        changes,
+        &jobs,
+        build_plan,
+        &target,
+        args.create_repos,
+        extra,
+        dirty,
+    );
 
     if args.dry_run {
         let sizes = scan_all(&contexts)?;
@@ -139,6 +182,44 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     report(&plan, &results, retries, seconds, args.format, ci)
 }
 
+/// Refuses to publish as commit `sha` anything but that commit (input
+/// errors): a sha that is not HEAD (the working tree is what is built), a
+/// tree outside a repository, and tracked files the builds read that
+/// differ from HEAD unless `allow_dirty`. Returns those files' images when
+/// allowed.
+fn check_tree(
+    config: &Config,
+    inputs: &crate::build::Inputs,
+    plan: &crate::build::Plan,
+    contexts: &[Context],
+    given_by: &str,
+    allow_dirty: bool,
+) -> Result<Vec<DirtyImage>> {
+    let Some(tree) = read_tree(config, &plan.images, contexts)? else {
+        return Err(Error::input(format!(
+            "cannot tell whether {} holds commit {}: it is not in a git repository",
+            config.root.display(),
+            inputs.sha7()
+        ))
+        .hint("publish from a git checkout of the commit (-C DIR): hoist compares the tree with it before labelling images as that commit"));
+    };
+    if tree.head != inputs.sha {
+        let sha7 = inputs.sha7();
+        return Err(Error::input(format!(
+            "{given_by} names commit {sha7}, but the checked-out commit is {}: hoist builds the working tree, so it publishes only HEAD",
+            tree.head.get(..7).unwrap_or(&tree.head)
+        ))
+        .hint(format!(
+            "publish {sha7} from a checkout of it: `git worktree add --detach ../hoist-{sha7} {}` then `hoist -C ../hoist-{sha7} publish` (and `git worktree remove ../hoist-{sha7}` after)",
+            inputs.sha
+        )));
+    }
+    if tree.dirty.is_empty() || allow_dirty {
+        return Ok(tree.dirty);
+    }
+    Err(dirty::refusal(&tree.dirty, &inputs.sha))
+}
+
 /// Every image's build context, with its Dockerfile checked.
 fn contexts_of(plan: &crate::build::Plan) -> Result<Vec<Context>> {
     plan.images
@@ -201,6 +282,10 @@ async fn check_registry(
             .await?;
         let existing = match found {
             None => Existing::Absent,
+            // A dirty tag names no commit's image: each dirty build replaces it.
+            Some(manifest) if plan.build.dirty => Existing::Replaced {
+                digest: manifest.digest,
+            },
             Some(manifest) => {
                 let revision = registry.revision(&image.repository, &manifest).await?;
                 publish::judge_existing(
@@ -214,6 +299,10 @@ async fn check_registry(
             Existing::Published { digest } => ci.say(&format!(
                 "{}: {} already names {} from this commit: nothing to push",
                 image.name, image.staging_reference, digest
+            )),
+            Existing::Replaced { digest } if plan.build.dirty => ci.say(&format!(
+                "{}: {} names {digest}, an earlier build of a dirty tree: replacing it",
+                image.name, image.staging_reference
             )),
             Existing::Replaced { digest } => ci.say(&format!(
                 "{}: {} names {digest}, not built from this commit; --force: replacing it",
@@ -344,7 +433,10 @@ struct Published {
     tags: Vec<String>,
     /// Built and pushed by this run, or found already published.
     built: bool,
-    staging_latest: LatestOutcome,
+    /// What became of `staging-latest`; absent for a dirty build, which
+    /// leaves it alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    staging_latest: Option<LatestOutcome>,
     /// Config and layers, as the manifest declares them.
     #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
@@ -474,8 +566,19 @@ async fn publish_one(
     };
     let push_seconds = started.elapsed().as_secs_f64();
 
-    let latest = move_latest(registry, sources.root, plan, image, &ours, lines).await?;
-    // Verified: both tags read back from the registry, as it answers now.
+    let latest = match &image.latest_reference {
+        Some(reference) => {
+            Some(move_latest(registry, sources.root, plan, image, reference, &ours, lines).await?)
+        }
+        None => None,
+    };
+    // The extra tags: the same manifest bytes, registry-side, as
+    // `staging-latest` is written.
+    for (tag, reference) in plan.extra_tags.iter().zip(&image.extra_references) {
+        registry.put_manifest(&image.repository, tag, &ours).await?;
+        lines.push(format!("{reference}: points at {}", ours.digest));
+    }
+    // Verified: every tag read back from the registry, as it answers now.
     let staging = read_back(registry, image, &image.staging_tag).await?;
     if staging.digest != ours.digest {
         return Err(Error::failed(format!(
@@ -483,19 +586,30 @@ async fn publish_one(
             image.staging_reference, staging.digest, ours.digest
         )));
     }
-    if latest.action != "left" {
+    let mut tags = vec![image.staging_reference.clone()];
+    if let (Some(latest), Some(reference)) = (&latest, &image.latest_reference)
+        && latest.action != "left"
+    {
         let now = read_back(registry, image, STAGING_LATEST).await?;
         if now.digest != ours.digest {
             return Err(Error::failed(format!(
-                "{} names {} after the move, not {}",
-                image.latest_reference, now.digest, ours.digest
+                "{reference} names {} after the move, not {}",
+                now.digest, ours.digest
             ))
             .hint("another publish moved it meanwhile; run again to judge again"));
         }
+        tags.push(reference.clone());
     }
-    let mut tags = vec![image.staging_reference.clone()];
-    if latest.action != "left" {
-        tags.push(image.latest_reference.clone());
+    for (tag, reference) in plan.extra_tags.iter().zip(&image.extra_references) {
+        let now = read_back(registry, image, tag).await?;
+        if now.digest != ours.digest {
+            return Err(Error::failed(format!(
+                "{reference} names {} after it was written, not {}",
+                now.digest, ours.digest
+            ))
+            .hint("another writer moved it meanwhile; run again"));
+        }
+        tags.push(reference.clone());
     }
     Ok(Published {
         name: image.name.clone(),
@@ -537,6 +651,7 @@ async fn move_latest(
     root: &Path,
     plan: &Plan,
     image: &PushStep,
+    reference: &str,
     ours: &Manifest,
     lines: &mut Vec<String>,
 ) -> Result<LatestOutcome> {
@@ -597,7 +712,7 @@ async fn move_latest(
             }
         }
     };
-    lines.push(format!("{}: {}", image.latest_reference, outcome.note));
+    lines.push(format!("{reference}: {}", outcome.note));
     Ok(outcome)
 }
 
@@ -607,6 +722,20 @@ fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format, ci: 
         return ci.out(&super::json(&document)).map(|()| 0);
     }
     let mut text = format!("dry run: hoist publish of {} ({})\n", plan.sha7, plan.sha);
+    if !plan.dirty.is_empty() {
+        text.push_str(&format!(
+            "\n--allow-dirty: the tree differs from {}: labelled {}{}, pushed as {} only\n",
+            plan.sha7,
+            plan.sha7,
+            dirty::SUFFIX,
+            plan.images
+                .first()
+                .map_or(String::new(), |image| image.staging_tag.clone())
+        ));
+        for line in dirty::describe(&plan.dirty) {
+            text.push_str(&format!("  {line}\n"));
+        }
+    }
     text.push_str("\n1. changes\n");
     match (&plan.changes.decision, plan.changes.forced) {
         (_, true) => text.push_str("  --force: published whatever the path filters say\n"),
@@ -654,12 +783,27 @@ fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format, ci: 
             "  {:<16} {} (through the engine; skipped when it already holds this commit's image)\n",
             image.name, image.staging_reference
         ));
-        text.push_str(&format!(
-            "  {:<16} {} (registry-side, unless a newer commit holds it)\n",
-            "", image.latest_reference
-        ));
+        match &image.latest_reference {
+            Some(reference) => text.push_str(&format!(
+                "  {:<16} {reference} (registry-side, unless a newer commit holds it)\n",
+                ""
+            )),
+            None => text.push_str(&format!(
+                "  {:<16} (staging-latest left alone: the tree is dirty)\n",
+                ""
+            )),
+        }
+        for reference in &image.extra_references {
+            text.push_str(&format!(
+                "  {:<16} {reference} (registry-side, the same manifest)\n",
+                ""
+            ));
+        }
     }
-    text.push_str("\n5. read both tags back and report the registry's digests\n");
+    for note in &plan.notes {
+        text.push_str(&format!("  note: {}\n", ci::one_line(note)));
+    }
+    text.push_str("\n5. read every tag back and report the registry's digests\n");
     ci.out(&text)?;
     Ok(0)
 }
@@ -697,6 +841,11 @@ struct Document<'a> {
     registry: &'a str,
     retries: u32,
     seconds: f64,
+    /// What made the build dirty (`--allow-dirty`); absent when clean.
+    #[serde(skip_serializing_if = "<[DirtyImage]>::is_empty")]
+    dirty: &'a [DirtyImage],
+    /// Extra tag templates left out, and why.
+    notes: &'a [String],
     images: &'a [Published],
 }
 
@@ -718,6 +867,8 @@ fn report(
                 registry: &plan.registry.target,
                 retries,
                 seconds,
+                dirty: &plan.dirty,
+                notes: &plan.notes,
                 images,
             };
             ci.out(&super::json(&document))?;
@@ -745,14 +896,14 @@ fn report(
                 for tag in &image.tags {
                     text.push_str(&format!("  {tag}\n"));
                 }
-                if image.staging_latest.action == "left"
-                    || image.staging_latest.action == "moved-unsure"
+                if let Some(latest) = &image.staging_latest
+                    && (latest.action == "left" || latest.action == "moved-unsure")
                 {
-                    text.push_str(&format!(
-                        "  {STAGING_LATEST}: {}\n",
-                        image.staging_latest.note
-                    ));
+                    text.push_str(&format!("  {STAGING_LATEST}: {}\n", latest.note));
                 }
+            }
+            for note in &plan.notes {
+                text.push_str(&format!("note: {}\n", ci::one_line(note)));
             }
             text.push_str(&format!(
                 "{} image(s) of {} in {seconds:.1} s, {retries} request(s) retried\n",
@@ -767,6 +918,7 @@ fn report(
     for image in images {
         ci.set_output(&format!("{}-digest", image.name), &image.digest)?;
         ci.set_output(&format!("{}-ref", image.name), &image.reference)?;
+        ci.set_output(&format!("{}-tags", image.name), &image.tags.join(","))?;
     }
     ci.add_summary(&summary(plan, images, retries, seconds))?;
     Ok(0)
@@ -798,5 +950,8 @@ fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> Str
         ));
     }
     out.push('\n');
+    for note in &plan.notes {
+        out.push_str(&format!("note: {}\n\n", markdown(note)));
+    }
     out
 }

@@ -435,7 +435,10 @@ fn image_config(
 /// Refuses a label that hoist writes itself ([`HOIST_LABELS`]); `what` is
 /// where it was written (`labels`, `images.app.labels`).
 fn check_labels(what: &str, labels: &BTreeMap<String, String>, file: Option<&Path>) -> Result<()> {
-    let Some(key) = labels.keys().find(|key| HOIST_LABELS.contains(&key.as_str())) else {
+    let Some(key) = labels
+        .keys()
+        .find(|key| HOIST_LABELS.contains(&key.as_str()))
+    else {
         return Ok(());
     };
     let error = Error::input(format!(

@@ -147,6 +147,12 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Set a build arg on every image, over hoist.yaml's (repeatable); `KEY` alone takes the
+    /// value from the environment, and is not passed when it is not set. For one-off builds:
+    /// `hoist publish` takes no such flag, so what it pushes is what its commit's hoist.yaml says.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+
     /// Print what would be built, without touching the engine.
     #[arg(long)]
     pub dry_run: bool,

@@ -32,6 +32,9 @@ pub enum Command {
     /// Decide whether a push selects the pipeline, from the workflow's `on.push` filters.
     #[command(after_help = EXIT_CODES)]
     Changes(ChangesArgs),
+    /// Write a commented hoist.yaml for this repository: its workflows, and an image per Dockerfile.
+    #[command(after_help = EXIT_CODES)]
+    Init(InitArgs),
     /// Pre-clone the git dependencies of manifest.json into the bundle dir.
     #[command(after_help = EXIT_CODES)]
     Deps(DepsArgs),
@@ -92,6 +95,17 @@ pub struct ChangesArgs {
     /// Lint the workflow's filters instead of deciding; exit 1 when something is found.
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The registry to write, HOST[/PREFIX] [default: none, a commented example].
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Replace an existing hoist.yaml.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

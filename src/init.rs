@@ -11,7 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Directories whose Dockerfiles belong to someone else's project:
 /// installed packages, vendored code, and the bundle dir `hoist deps` fills.
-const FOREIGN_DIRS: [&str; 4] = ["node_modules", "vendor", "third_party", ".tenant-bundle-deps"];
+const FOREIGN_DIRS: [&str; 4] = [
+    "node_modules",
+    "vendor",
+    "third_party",
+    ".tenant-bundle-deps",
+];
 
 /// A workflow file found, as `hoist init` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +64,12 @@ pub fn is_dockerfile(path: &str) -> bool {
         return false;
     };
     let named = file == "Dockerfile"
-        || file.strip_prefix("Dockerfile.").is_some_and(|v| !v.is_empty())
-        || file.strip_suffix(".Dockerfile").is_some_and(|v| !v.is_empty());
+        || file
+            .strip_prefix("Dockerfile.")
+            .is_some_and(|v| !v.is_empty())
+        || file
+            .strip_suffix(".Dockerfile")
+            .is_some_and(|v| !v.is_empty());
     named && !parts.iter().any(|dir| FOREIGN_DIRS.contains(dir)) && is_plain(path)
 }
 
@@ -74,7 +83,11 @@ fn is_plain(path: &str) -> bool {
 /// `(path, text)`; `tracked` is every tracked file (to tell where a `COPY`
 /// source exists); `repository` names an image whose Dockerfile is at the
 /// root (the repository's directory name).
-pub fn images(dockerfiles: &[(String, String)], tracked: &[String], repository: &str) -> Vec<Image> {
+pub fn images(
+    dockerfiles: &[(String, String)],
+    tracked: &[String],
+    repository: &str,
+) -> Vec<Image> {
     let exists = Tracked::new(tracked);
     let mut proposed: Vec<Image> = dockerfiles
         .iter()
@@ -281,7 +294,8 @@ fn literal_part(source: &str) -> Option<String> {
         None => source,
     };
     let literal = literal.trim_end_matches('/');
-    (!literal.is_empty() && literal != "." && !literal.starts_with("..")).then(|| literal.to_string())
+    (!literal.is_empty() && literal != "." && !literal.starts_with(".."))
+        .then(|| literal.to_string())
 }
 
 /// `text` as a single-quoted YAML scalar.
@@ -358,7 +372,10 @@ pub fn render(workflows: &[WorkflowFile], images: &[Image], registry: Option<&st
     line("images:");
     for image in images {
         line(&format!("  {}:", image.name));
-        line(&format!("    dockerfile: {}", yaml_quote(&image.dockerfile)));
+        line(&format!(
+            "    dockerfile: {}",
+            yaml_quote(&image.dockerfile)
+        ));
         line(&format!(
             "    context: {}   # {}",
             yaml_quote(&image.context),
@@ -371,6 +388,7 @@ pub fn render(workflows: &[WorkflowFile], images: &[Image], registry: Option<&st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -378,10 +396,7 @@ mod tests {
 
     #[test]
     fn finds_workflows_and_dockerfiles_of_this_project_only() {
-        for path in [
-            ".github/workflows/ci.yml",
-            ".gitea/workflows/publish.yaml",
-        ] {
+        for path in [".github/workflows/ci.yml", ".gitea/workflows/publish.yaml"] {
             assert!(is_workflow(path), "{path}");
         }
         for path in [
@@ -519,5 +534,57 @@ mod tests {
         let nothing = render(&[], &[], None);
         assert!(nothing.contains("# registry: "), "{nothing}");
         assert!(!nothing.contains("\nimages:"), "{nothing}");
+    }
+
+    #[test]
+    fn what_is_rendered_loads_as_written() {
+        use crate::config::{Config, Overrides};
+        let dir = tempfile::tempdir().unwrap();
+        let workflows = vec![WorkflowFile {
+            path: ".gitea/workflows/images: v2.yml".into(),
+            path_filters: true,
+            problem: None,
+        }];
+        let dockerfiles = vec![
+            (
+                "svc/a #1/Dockerfile".to_string(),
+                "FROM scratch\n".to_string(),
+            ),
+            ("Dockerfile.web".to_string(), "FROM scratch\n".to_string()),
+        ];
+        let proposed = images(&dockerfiles, &[], "repo");
+        let text = render(&workflows, &proposed, Some("localhost:5000/t"));
+        std::fs::write(dir.path().join("hoist.yaml"), &text).unwrap();
+        let config = Config::load(dir.path(), None, Overrides::default(), |_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            config.workflow,
+            dir.path().join(".gitea/workflows/images: v2.yml")
+        );
+        assert_eq!(config.dialect, crate::dialect::Dialect::Gitea);
+        assert_eq!(config.registry.as_deref(), Some("localhost:5000/t"));
+        let loaded: Vec<(&str, PathBuf, PathBuf)> = config
+            .images
+            .iter()
+            .map(|i| (i.name.as_str(), i.dockerfile.clone(), i.context.clone()))
+            .collect();
+        let root = dir.path();
+        assert_eq!(
+            loaded,
+            [
+                (
+                    "a-1",
+                    root.join("svc/a #1/Dockerfile"),
+                    root.join("svc/a #1")
+                ),
+                ("repo-web", root.join("Dockerfile.web"), root.join(".")),
+            ]
+        );
+        assert_eq!(config.images[0].build_args["GIT_SHA"], "${sha}");
+
+        // Nothing found: every line a comment, so the defaults load.
+        std::fs::write(dir.path().join("hoist.yaml"), render(&[], &[], None)).unwrap();
+        let config = Config::load(dir.path(), None, Overrides::default(), |_| None).unwrap();
+        assert_eq!(config.registry, None);
     }
 }

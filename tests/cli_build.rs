@@ -220,9 +220,16 @@ fn git_sha_by_default_build_args_from_the_command_line_and_labels() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("arg         MODE=one-off\n"), "{text}");
-    assert!(text.contains(&format!("arg         GIT_SHA={SHA}\n")), "{text}");
+    assert!(
+        text.contains(&format!("arg         GIT_SHA={SHA}\n")),
+        "{text}"
+    );
     assert!(!text.contains("FROM_ENV"), "{text}");
-    assert!(stderr(&out).contains("FROM_ENV is not set"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("FROM_ENV is not set"),
+        "{}",
+        stderr(&out)
+    );
 
     for bad in ["=x", "1ABC=x", "A B=x", ""] {
         let out = project.hoist(&["build", "--sha", SHA, "--dry-run", "--build-arg", bad]);

@@ -901,7 +901,10 @@ fn a_missing_default_workflow_names_the_ways_to_choose_one() {
         stderr.contains("cannot read workflow .gitea/workflows/publish-workspace-server-image.yml"),
         "{stderr}"
     );
-    let hint = stderr.lines().find(|l| l.starts_with("hint: ")).unwrap_or_default();
+    let hint = stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_default();
     for want in ["--workflow FILE", "`workflow:` in hoist.yaml", "hoist init"] {
         assert!(hint.contains(want), "{want:?} in {stderr}");
     }

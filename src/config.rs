@@ -762,4 +762,23 @@ mod tests {
         );
         assert_eq!(err.location.as_ref().unwrap().line, 5, "{err}");
     }
+
+    /// Every `hoist.yaml` example of the README parses as written: a user
+    /// copies them (the unquoted `${sha}` in a flow map once did not).
+    #[test]
+    fn the_readme_examples_parse() {
+        let readme = include_str!("../README.md");
+        let mut examples = 0;
+        for block in readme.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.starts_with("# hoist.yaml") {
+                continue;
+            }
+            examples += 1;
+            if let Err(e) = parse(Path::new("README.md"), block) {
+                panic!("{e}\n{block}");
+            }
+        }
+        assert!(examples >= 3, "{examples}");
+    }
 }

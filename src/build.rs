@@ -15,6 +15,17 @@ use std::path::PathBuf;
 /// The label holding the CI run that built an image (the reference
 /// pipeline's name for it).
 pub const RUN_ID_LABEL: &str = "molecule.workflow.run_id";
+/// The labels every image gets unless `labels:` in hoist.yaml changes or
+/// removes them: the reference deployment's. `${image}` is the image's
+/// name; a value that expands to nothing (`${run_id}` outside CI) is no
+/// label.
+pub const DEFAULT_LABELS: [(&str, &str); 2] = [
+    (
+        "org.opencontainers.image.description",
+        "${image} — pending canary verify",
+    ),
+    (RUN_ID_LABEL, "${run_id}"),
+];
 /// The tag that follows the newest build of every image.
 pub const STAGING_LATEST: &str = "staging-latest";
 
@@ -106,6 +117,18 @@ pub struct ImagePlan {
     pub smoke: Option<Smoke>,
 }
 
+impl Plan {
+    /// The plan with `args` (`hoist build --build-arg`) set on every image,
+    /// over what hoist.yaml says. The values are taken as given, with no
+    /// `${…}` expansion, as `docker build --build-arg` takes them.
+    pub fn with_build_args(mut self, args: &BTreeMap<String, String>) -> Plan {
+        for image in &mut self.images {
+            image.build_args.extend(args.clone());
+        }
+        self
+    }
+}
+
 /// Plans the build of the `selected` images (all when empty).
 pub fn plan(
     config: &Config,
@@ -127,7 +150,7 @@ pub fn plan(
         .images
         .iter()
         .filter(|image| selected.is_empty() || selected.contains(&image.name))
-        .map(|image| image_plan(image, registry, inputs))
+        .map(|image| image_plan(image, &config.labels, registry, inputs))
         .collect::<Result<Vec<_>>>()?;
     Ok(Plan {
         sha: inputs.sha.clone(),
@@ -139,7 +162,12 @@ pub fn plan(
     })
 }
 
-fn image_plan(image: &ImageConfig, registry: Option<&str>, inputs: &Inputs) -> Result<ImagePlan> {
+fn image_plan(
+    image: &ImageConfig,
+    config_labels: &BTreeMap<String, String>,
+    registry: Option<&str>,
+    inputs: &Inputs,
+) -> Result<ImagePlan> {
     // `what` names the value in an error: `build_args.GIT_SHA`, `cache_from`.
     let expand_one = |what: String, value: &str| {
         expand(value, inputs).map_err(|unknown| {
@@ -147,7 +175,9 @@ fn image_plan(image: &ImageConfig, registry: Option<&str>, inputs: &Inputs) -> R
                 "images.{}.{what}: unknown variable ${{{unknown}}}",
                 image.name
             ))
-            .hint("the variables are ${sha}, ${sha7}, ${ref_name} and ${run_id}")
+            .hint(
+                "the variables are ${sha}, ${sha7}, ${ref_name}, ${run_id}, and in labels ${image}",
+            )
         })
     };
     let expand_all = |what: &str, values: &BTreeMap<String, String>| {
@@ -164,9 +194,33 @@ fn image_plan(image: &ImageConfig, registry: Option<&str>, inputs: &Inputs) -> R
             .entry("BUILDKIT_INLINE_CACHE".to_string())
             .or_insert_with(|| "1".to_string());
     }
-    let mut labels = standard_labels(&image.name, inputs);
-    labels.extend(expand_all("labels", &image.labels)?);
-
+    // Defaults, then the top-level `labels:`, then the image's own: the
+    // later wins, an empty value removes. `${image}` only means something
+    // in labels shared by every image.
+    let mut written: BTreeMap<String, String> = DEFAULT_LABELS
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    written.extend(config_labels.clone());
+    written.extend(image.labels.clone());
+    let mut labels = BTreeMap::new();
+    for (key, value) in written {
+        let value = value.replace("${image}", &image.name);
+        let value = if image.labels.contains_key(&key) {
+            expand_one(format!("labels.{key}"), &value)?
+        } else {
+            // A top-level label: its error must not send the reader to
+            // the image's own `labels:`.
+            expand(&value, inputs).map_err(|unknown| {
+                Error::input(format!("labels.{key}: unknown variable ${{{unknown}}}"))
+                    .hint("the variables are ${sha}, ${sha7}, ${ref_name}, ${run_id} and ${image}")
+            })?
+        };
+        if !value.is_empty() {
+            labels.insert(key, value);
+        }
+    }
+    labels.extend(standard_labels(inputs));
     let repository = match registry {
         Some(registry) => format!("{registry}/{}", image.name),
         None => image.name.clone(),
@@ -200,8 +254,9 @@ fn image_plan(image: &ImageConfig, registry: Option<&str>, inputs: &Inputs) -> R
     })
 }
 
-/// The OCI labels every image carries.
-fn standard_labels(image: &str, inputs: &Inputs) -> BTreeMap<String, String> {
+/// The labels hoist writes from the facts of the build, which no
+/// configuration can change ([`crate::config::HOIST_LABELS`]).
+fn standard_labels(inputs: &Inputs) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     let mut add = |key: &str, value: String| labels.insert(key.to_string(), value);
     if let Some(source) = &inputs.source {
@@ -209,13 +264,6 @@ fn standard_labels(image: &str, inputs: &Inputs) -> BTreeMap<String, String> {
     }
     add("org.opencontainers.image.revision", inputs.revision());
     add("org.opencontainers.image.created", inputs.created.clone());
-    add(
-        "org.opencontainers.image.description",
-        format!("{image} — pending canary verify"),
-    );
-    if let Some(run_id) = &inputs.run_id {
-        add(RUN_ID_LABEL, run_id.clone());
-    }
     labels
 }
 
@@ -855,5 +903,80 @@ mod tests {
         assert_eq!(source_url(None, None, Some("/srv/git/repo")), None);
         assert_eq!(source_url(None, None, Some("file:///srv/git/repo")), None);
         assert_eq!(source_url(None, None, None), None);
+    }
+
+    #[test]
+    fn labels_default_to_the_reference_ones_and_yield_to_hoist_yaml() {
+        let labels = |yaml: &str, inputs: &Inputs| {
+            let config = config(yaml);
+            let plan = plan(&config, None, &[], inputs).unwrap();
+            plan.images[0].labels.clone()
+        };
+        let ci = inputs();
+        let local = Inputs {
+            run_id: None,
+            ..inputs()
+        };
+        // No `labels:`: the reference deployment's, the run id only in CI.
+        let defaults = labels("images:\n  worker: {}\n", &ci);
+        assert_eq!(
+            defaults["org.opencontainers.image.description"],
+            "worker — pending canary verify"
+        );
+        assert_eq!(defaults[RUN_ID_LABEL], "42");
+        assert!(!labels("images:\n  worker: {}\n", &local).contains_key(RUN_ID_LABEL));
+
+        // Top level for every image, the image's own over it; empty removes.
+        let yaml = "labels:\n  org.opencontainers.image.description: '${image} at ${sha7}'\n  molecule.workflow.run_id: ''\n  ci.run: '${run_id}'\n  team: platform\nimages:\n  api:\n    labels: {team: api, org.opencontainers.image.description: ''}\n  worker: {}\n";
+        let config = config(yaml);
+        let plan = plan(&config, None, &[], &ci).unwrap();
+        let [api, worker] = &plan.images[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(
+            worker.labels["org.opencontainers.image.description"],
+            "worker at 0123456"
+        );
+        assert_eq!(worker.labels["team"], "platform");
+        assert_eq!(worker.labels["ci.run"], "42");
+        assert!(!worker.labels.contains_key(RUN_ID_LABEL));
+        assert_eq!(api.labels["team"], "api");
+        assert!(
+            !api.labels
+                .contains_key("org.opencontainers.image.description")
+        );
+        for image in [api, worker] {
+            assert_eq!(image.labels["org.opencontainers.image.revision"], ci.sha);
+            assert_eq!(image.labels["org.opencontainers.image.created"], ci.created);
+        }
+        let local_plan = super::plan(&config, None, &[], &local).unwrap();
+        assert!(!local_plan.images[1].labels.contains_key("ci.run"));
+
+        let config = self::config("labels: {v: '${version}'}\nimages:\n  app: {}\n");
+        let err = super::plan(&config, None, &[], &ci).unwrap_err();
+        assert!(
+            err.message
+                .contains("labels.v: unknown variable ${version}")
+                && !err.message.contains("images."),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn build_args_from_the_command_line_win_on_every_image() {
+        let config =
+            config("images:\n  api:\n    build_args: {MODE: prod, PORT: '80'}\n  worker: {}\n");
+        let args: BTreeMap<String, String> =
+            [("MODE".to_string(), "debug-${sha}".to_string())].into();
+        let plan = plan(&config, None, &[], &inputs())
+            .unwrap()
+            .with_build_args(&args);
+        let [api, worker] = &plan.images[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(api.build_args["MODE"], "debug-${sha}", "taken as given");
+        assert_eq!(api.build_args["PORT"], "80");
+        assert_eq!(worker.build_args["MODE"], "debug-${sha}");
+        assert_eq!(worker.build_args["GIT_SHA"], inputs().sha, "the default");
     }
 }

@@ -58,7 +58,12 @@ impl BuildLog {
             if known.done {
                 continue;
             }
-            if !vertex.error.is_empty() {
+            if let Some(source) = missing_cache_source(&vertex.name, &vertex.error) {
+                // The first build for a registry: nothing to import yet,
+                // which is expected, not an error.
+                known.done = true;
+                lines.push(format!("#{number} no cache yet at {source}: first build"));
+            } else if !vertex.error.is_empty() {
                 known.done = true;
                 lines.push(format!("#{number} ERROR: {}", vertex.error));
                 // Only a Dockerfile step can fail the build: a cache source
@@ -164,6 +169,15 @@ impl BuildLog {
     }
 }
 
+/// The cache source of BuildKit's cache-import vertex (`importing cache
+/// manifest from <ref>`) when it failed because the source does not exist
+/// (`<ref>: not found`). Any other failure (a refused login, an unreachable
+/// registry) stays an error line.
+fn missing_cache_source<'a>(name: &'a str, error: &str) -> Option<&'a str> {
+    let source = name.strip_prefix("importing cache manifest from ")?;
+    error.trim_end().ends_with("not found").then_some(source)
+}
+
 /// BuildKit names Dockerfile steps `[stage n/m] INSTRUCTION …`; its own
 /// vertices are `[internal] …` or unbracketed.
 fn is_dockerfile_step(name: &str) -> bool {
@@ -262,8 +276,32 @@ mod tests {
             }],
             ..StatusResponse::default()
         };
-        log.buildkit(&cache);
+        assert_eq!(
+            log.buildkit(&cache),
+            [
+                "#4 importing cache manifest from r/app",
+                "#4 ERROR: 401 Unauthorized"
+            ]
+        );
         assert_eq!(log.failed_step(), None, "a cache source is not a step");
+        let first = StatusResponse {
+            vertexes: vec![V {
+                error: "r/app:staging-latest: not found".into(),
+                ..timed(
+                    vertex("e", "importing cache manifest from r/app:staging-latest"),
+                    11,
+                    Some(11),
+                )
+            }],
+            ..StatusResponse::default()
+        };
+        assert_eq!(
+            log.buildkit(&first),
+            [
+                "#5 importing cache manifest from r/app:staging-latest",
+                "#5 no cache yet at r/app:staging-latest: first build"
+            ]
+        );
         let failed = StatusResponse {
             vertexes: vec![V {
                 error: "exit code: 1".into(),
@@ -272,6 +310,7 @@ mod tests {
             ..StatusResponse::default()
         };
         assert_eq!(log.buildkit(&failed), ["#3 ERROR: exit code: 1"]);
+        assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
         assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
         assert!(log.finish().is_empty(), "every step finished");
         assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));

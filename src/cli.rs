@@ -81,6 +81,9 @@ pub enum Command {
     /// Decide whether a push selects the pipeline, from the workflow's `on.push` filters.
     #[command(after_help = EXIT_CHANGES)]
     Changes(ChangesArgs),
+    /// Write a commented hoist.yaml for this repository: its workflows, and an image per Dockerfile.
+    #[command(after_help = EXIT_CODES)]
+    Init(InitArgs),
     /// Pre-clone the git dependencies of manifest.json into the bundle dir.
     #[command(after_help = EXIT_DEPS)]
     Deps(DepsArgs),
@@ -144,6 +147,17 @@ pub struct ChangesArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The registry to write, HOST[/PREFIX] [default: none, a commented example].
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Replace an existing hoist.yaml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DepsArgs {
     /// The dependency manifest [default: manifest.json, or `manifest` in hoist.yaml, or HOIST_MANIFEST].
     #[arg(long, value_name = "FILE")]
@@ -195,6 +209,12 @@ pub struct BuildArgs {
     /// Build every step afresh: no layer cache, no cache source.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Set a build arg on every image, over hoist.yaml's (repeatable); `KEY` alone takes the
+    /// value from the environment, and is not passed when it is not set. For one-off builds:
+    /// `hoist publish` takes no such flag, so what it pushes is what its commit's hoist.yaml says.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
 
     /// Print what would be built, without touching the engine.
     #[arg(long)]

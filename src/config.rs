@@ -47,6 +47,8 @@ struct FileConfig {
     /// Where images are tagged for (and pushed to): a host plus an optional
     /// repository prefix, e.g. `123.dkr.ecr.us-east-2.amazonaws.com/molecule-ai`.
     registry: Option<String>,
+    /// Labels for every image, under each image's own `labels:`.
+    labels: Option<BTreeMap<String, String>>,
     /// The images the project builds; replaces the default set when given.
     images: Option<BTreeMap<String, FileImage>>,
     /// Tags `hoist publish` writes beside `staging-<sha7>`, as templates.
@@ -144,6 +146,10 @@ pub struct Config {
     /// Host plus repository prefix that images are tagged for; `None` tags
     /// them with local names only.
     pub registry: Option<String>,
+    /// `labels:` at the top level: labels for every image, which an image's
+    /// own `labels:` override key by key. Values may hold `${…}` variables;
+    /// an empty value removes a label (see [`crate::build`]).
+    pub labels: BTreeMap<String, String>,
     /// The images to build, in name order.
     pub images: Vec<ImageConfig>,
     /// `tags:`: templates of the tags `hoist publish` points at every
@@ -202,6 +208,17 @@ const DEFAULT_IMAGES: [DefaultImage; 2] = [
         dockerfile: "workspace-server/Dockerfile.tenant",
         build_args: &[("GIT_SHA", "${sha}"), ("NEXT_PUBLIC_PLATFORM_URL", "")],
     },
+];
+/// The build args of an image that is not a reference one and whose
+/// `build_args` are not written: every image can say which commit it holds.
+const DEFAULT_BUILD_ARGS: [(&str, &str); 1] = [("GIT_SHA", "${sha}")];
+/// The labels hoist writes from the facts of the build (the commit, the
+/// clock, the repository): configuring them would let an image claim a
+/// commit it was not built from.
+pub const HOIST_LABELS: [&str; 3] = [
+    "org.opencontainers.image.revision",
+    "org.opencontainers.image.created",
+    "org.opencontainers.image.source",
 ];
 const DEFAULT_SMOKE_PATH: &str = "/";
 const DEFAULT_SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -279,6 +296,8 @@ impl Config {
         if let Some(token_env) = overrides.token_env.or_else(|| env_value("HOIST_TOKEN_ENV")) {
             default.token_env = Some(token_env);
         }
+        let labels = parsed.labels.unwrap_or_default();
+        check_labels("labels", &labels, file.as_deref())?;
         let images = images(root, parsed.images, file.as_deref())?;
         let dialect = overrides
             .dialect
@@ -317,6 +336,7 @@ impl Config {
                 .or(parsed.registry)
                 .map(|r| r.trim_end_matches('/').to_string())
                 .filter(|r| !r.is_empty()),
+            labels,
             images,
             tags: parsed.tags.unwrap_or_default(),
         })
@@ -347,11 +367,16 @@ fn images(
     }
     written
         .into_iter()
-        .map(|(name, image)| image_config(root, name, image))
+        .map(|(name, image)| image_config(root, name, image, file))
         .collect()
 }
 
-fn image_config(root: &Path, name: String, image: FileImage) -> Result<ImageConfig> {
+fn image_config(
+    root: &Path,
+    name: String,
+    image: FileImage,
+    file: Option<&Path>,
+) -> Result<ImageConfig> {
     if !is_image_name(&name) {
         return Err(Error::input(format!(
             "image name '{name}' in hoist.yaml is not a valid repository name"
@@ -359,16 +384,26 @@ fn image_config(root: &Path, name: String, image: FileImage) -> Result<ImageConf
         .hint("use lowercase letters, digits and single '.', '_' or '-' between them"));
     }
     let default = DEFAULT_IMAGES.iter().find(|image| image.name == name);
-    let mut build_args: BTreeMap<String, String> = default
-        .map(|image| {
-            image
-                .build_args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    build_args.extend(image.build_args.unwrap_or_default());
+    let pairs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let build_args = match (default, image.build_args) {
+        // A reference image keeps its defaults under what is written, as
+        // it always has (the tenant's empty NEXT_PUBLIC_PLATFORM_URL is not
+        // something to lose by adding one arg).
+        (Some(default), written) => {
+            let mut build_args = pairs(default.build_args);
+            build_args.extend(written.unwrap_or_default());
+            build_args
+        }
+        (None, Some(written)) => written,
+        (None, None) => pairs(&DEFAULT_BUILD_ARGS),
+    };
+    let labels = image.labels.unwrap_or_default();
+    check_labels(&format!("images.{name}.labels"), &labels, file)?;
     let context = image.context.unwrap_or_else(|| PathBuf::from("."));
     let dockerfile = image
         .dockerfile
@@ -397,15 +432,41 @@ fn image_config(root: &Path, name: String, image: FileImage) -> Result<ImageConf
         context: resolve(root, &context),
         build_args,
         target: image.target,
-        labels: image.labels.unwrap_or_default(),
+        labels,
         cache_from: image.cache_from,
         smoke,
         name,
     })
 }
 
+/// Refuses a label that hoist writes itself ([`HOIST_LABELS`]); `what` is
+/// where it was written (`labels`, `images.app.labels`).
+fn check_labels(what: &str, labels: &BTreeMap<String, String>, file: Option<&Path>) -> Result<()> {
+    let Some(key) = labels
+        .keys()
+        .find(|key| HOIST_LABELS.contains(&key.as_str()))
+    else {
+        return Ok(());
+    };
+    let error = Error::input(format!(
+        "{what}.{key} in hoist.yaml: hoist sets this label itself"
+    ));
+    // serde_yaml keeps no place for map keys: the first line naming the key.
+    let line = file
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .and_then(|text| text.lines().position(|line| line.contains(key.as_str())));
+    let error = match (file, line) {
+        (Some(file), Some(line)) => error.at(Location::new(file, line + 1, None)),
+        _ => error,
+    };
+    Err(error.hint(
+        "remove it: the revision and creation time are the build's own, and the source comes from \
+         GITHUB_SERVER_URL and GITHUB_REPOSITORY, else the origin remote",
+    ))
+}
+
 /// Docker's rule for one repository path component.
-fn is_image_name(name: &str) -> bool {
+pub fn is_image_name(name: &str) -> bool {
     let separator = |c: char| matches!(c, '.' | '_' | '-');
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || separator(c);
     !name.is_empty()
@@ -463,12 +524,50 @@ fn parse(path: &Path, text: &str) -> Result<FileConfig> {
             Some(l) => error.at(Location::new(path, l.line(), Some(l.column()))),
             None => error,
         };
+        let line = e.location().map(|l| l.line());
         if e.to_string().contains("unknown field") {
             error.hint("remove or correct the key; the README lists the keys of hoist.yaml")
+        } else if let Some(line) = line.filter(|&line| unquoted_variable_in_flow(text, line)) {
+            error.hint(format!(
+                "line {line} has a `${{…}}` without quotes inside `{{…}}`, where `{{` and `}}` are \
+                 YAML's own; quote the value: `GIT_SHA: '${{sha}}'`"
+            ))
         } else {
             error
         }
     })
+}
+
+/// Whether line `line` (1-based) of `text`, or the line before it (libyaml
+/// may report the line after a flow map that ends a line), holds `${`
+/// outside quotes and inside a flow map `{…}`: YAML reads that `{` as the
+/// start of a nested map, which makes `{GIT_SHA: ${sha}}` an error.
+fn unquoted_variable_in_flow(text: &str, line: usize) -> bool {
+    let lines: Vec<&str> = text.lines().collect();
+    let candidates = [line.checked_sub(1), line.checked_sub(2)];
+    candidates
+        .into_iter()
+        .flatten()
+        .filter_map(|index| lines.get(index))
+        .any(|line| {
+            let mut depth = 0usize;
+            let mut quote: Option<char> = None;
+            let mut previous = ' ';
+            for c in line.chars() {
+                match (quote, c) {
+                    (Some(q), c) if c == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, '\'' | '"') => quote = Some(c),
+                    (None, '#') if previous == ' ' => return false,
+                    (None, '{') if previous == '$' && depth > 0 => return true,
+                    (None, '{') => depth += 1,
+                    (None, '}') => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                previous = c;
+            }
+            false
+        })
 }
 
 #[cfg(test)]
@@ -574,5 +673,119 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("nope.yaml"), "{err}");
+    }
+
+    #[test]
+    fn every_image_says_its_commit_unless_its_build_args_say_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "images:\n  worker: {}\n  api:\n    build_args: {PORT: '80'}\n  platform-tenant:\n    build_args: {EXTRA: x}\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap();
+        let args = |name: &str| {
+            let image = config.images.iter().find(|i| i.name == name).unwrap();
+            image.build_args.clone()
+        };
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(args("worker"), map(&[("GIT_SHA", "${sha}")]));
+        assert_eq!(args("api"), map(&[("PORT", "80")]), "written: exactly that");
+        assert_eq!(
+            args("platform-tenant"),
+            map(&[
+                ("EXTRA", "x"),
+                ("GIT_SHA", "${sha}"),
+                ("NEXT_PUBLIC_PLATFORM_URL", "")
+            ]),
+            "a reference image keeps its defaults, as before"
+        );
+    }
+
+    #[test]
+    fn an_unquoted_variable_in_a_flow_map_gets_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        // The README's example as a new user first wrote it.
+        let text = "registry: reg.example\nimages:\n  worker:\n    context: services/worker\n    build_args: {GIT_SHA: ${sha}}\n";
+        std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        let err = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.causes[0].contains("did not find expected ',' or '}'"),
+            "{err}"
+        );
+        assert_eq!(err.location.as_ref().unwrap().line, 5, "{err}");
+        let hint = err.hint.as_deref().unwrap_or_default();
+        assert!(hint.contains("quote the value"), "{err}");
+        assert!(hint.contains("'${sha}'"), "{err}");
+
+        let quoted = text.replace("${sha}}", "'${sha}'}");
+        std::fs::write(dir.path().join(CONFIG_FILE), quoted).unwrap();
+        let config = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap();
+        assert_eq!(config.images[0].build_args["GIT_SHA"], "${sha}");
+
+        // Other YAML errors get no such hint; a quoted or commented `${` none.
+        for (text, hint) in [
+            ("images:\n  a: {context: x\n", false),
+            ("images:\n  a: {build_args: {A: '${sha}'}\n", false),
+            ("images: # {x: ${sha}}\n  a: {context: [}\n", false),
+            ("images:\n  a: {labels: {v: ${sha7}}}\n", true),
+        ] {
+            std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+            let err = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap_err();
+            assert_eq!(err.hint.is_some(), hint, "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn labels_at_the_top_level_and_the_ones_hoist_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "labels:\n  team: core\n  molecule.workflow.run_id: ''\nimages:\n  app: {}\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap();
+        assert_eq!(config.labels["team"], "core");
+        assert_eq!(config.labels["molecule.workflow.run_id"], "");
+
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "images:\n  app:\n    labels:\n      team: core\n      org.opencontainers.image.revision: abc\n",
+        )
+        .unwrap();
+        let err = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.message.contains(
+                "images.app.labels.org.opencontainers.image.revision in hoist.yaml: hoist sets this label itself"
+            ),
+            "{err}"
+        );
+        assert_eq!(err.location.as_ref().unwrap().line, 5, "{err}");
+    }
+
+    /// Every `hoist.yaml` example of the README parses as written: a user
+    /// copies them (the unquoted `${sha}` in a flow map once did not).
+    #[test]
+    fn the_readme_examples_parse() {
+        let readme = include_str!("../README.md");
+        let mut examples = 0;
+        for block in readme.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.starts_with("# hoist.yaml") {
+                continue;
+            }
+            examples += 1;
+            if let Err(e) = parse(Path::new("README.md"), block) {
+                panic!("{e}\n{block}");
+            }
+        }
+        assert!(examples >= 3, "{examples}");
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod git;
 pub mod gitea;
 pub mod https;
+pub mod init;
 pub mod lint;
 pub mod manifest;
 pub mod pattern;

@@ -121,8 +121,21 @@ impl Workflow {
 
     /// Reads and parses a workflow file.
     pub fn read(path: &Path) -> Result<Workflow> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::unreadable("workflow", path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let missing = e.kind() == std::io::ErrorKind::NotFound;
+            let error = Error::unreadable("workflow", path, e);
+            if missing {
+                // Most often the default (the reference repository's
+                // workflow) in a repository that names its own otherwise.
+                error.hint(
+                    "name the workflow with --workflow FILE, or with `workflow:` in hoist.yaml \
+                     (or HOIST_WORKFLOW); `hoist init` writes a hoist.yaml naming this \
+                     repository's workflows",
+                )
+            } else {
+                error
+            }
+        })?;
         Workflow::parse(path, &text)
     }
 

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::docker::{self, SCRATCH_DOCKERFILE, TempImage, require_engine, scratch_context};
+use common::docker::{
+    self, Registry, RegistryOptions, SCRATCH_DOCKERFILE, TempImage, require_engine, scratch_context,
+};
 use common::hoist;
 use serde_json::Value;
 use std::path::Path;
@@ -157,6 +159,120 @@ fn builds_with_buildkit_and_classic_with_args_and_labels() {
             "not in CI"
         );
     }
+}
+
+/// An image that is not a reference one gets `GIT_SHA` without saying so;
+/// `--build-arg` (repeatable, `KEY` alone from the environment) sets args
+/// over hoist.yaml's for this build; top-level `labels:` reach every image
+/// and replace the reference defaults. All read back from the image.
+#[test]
+fn git_sha_by_default_build_args_from_the_command_line_and_labels() {
+    if !require_engine() {
+        return;
+    }
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nARG GIT_SHA=none\nARG MODE=none\nARG FROM_ENV=none\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $GIT_SHA $MODE $FROM_ENV > /out\"]\nCMD [\"/bin/busybox\", \"cat\", \"/out\"]\n";
+    let mut project = Project::new();
+    let Some(_) = project.image(dockerfile) else {
+        return;
+    };
+    let mut yaml = String::from(
+        "labels:\n  team: platform\n  org.opencontainers.image.description: '${image} at ${sha7}'\n",
+    );
+    project.config(&["    build_args: {MODE: from-yaml}\n"]);
+    yaml.push_str(&std::fs::read_to_string(project.path().join("hoist.yaml")).unwrap());
+    std::fs::write(project.path().join("hoist.yaml"), &yaml).unwrap();
+
+    // build_args written: exactly those, so no GIT_SHA.
+    let out = project.hoist(&["build", "--sha", SHA]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tag = project.tag(0, "staging-0123456");
+    assert_eq!(run(&tag), "none from-yaml none");
+
+    // Nothing written: GIT_SHA; the command line wins over hoist.yaml.
+    project.config(&[]);
+    std::fs::write(
+        project.path().join("hoist.yaml"),
+        yaml.replace("    build_args: {MODE: from-yaml}\n", ""),
+    )
+    .unwrap();
+    let args = [
+        "build",
+        "--sha",
+        SHA,
+        "--build-arg",
+        "MODE=one-off",
+        "--build-arg",
+        "FROM_ENV",
+    ];
+    let out = hoist(project.path(), &args, &[("FROM_ENV", "env-value")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(run(&tag), format!("{SHA} one-off env-value"));
+    let labels = &inspect(&tag)["Config"]["Labels"];
+    assert_eq!(labels["team"], "platform");
+    let description = format!("{} at 0123456", project.images[0]);
+    assert_eq!(labels["org.opencontainers.image.description"], description);
+    assert_eq!(labels["org.opencontainers.image.revision"], SHA);
+
+    // The dry run shows them; a KEY alone that is not set is not passed.
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let out = hoist(project.path(), &dry, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("arg         MODE=one-off\n"), "{text}");
+    assert!(
+        text.contains(&format!("arg         GIT_SHA={SHA}\n")),
+        "{text}"
+    );
+    assert!(!text.contains("FROM_ENV"), "{text}");
+    assert!(
+        stderr(&out).contains("FROM_ENV is not set"),
+        "{}",
+        stderr(&out)
+    );
+
+    for bad in ["=x", "1ABC=x", "A B=x", ""] {
+        let out = project.hoist(&["build", "--sha", SHA, "--dry-run", "--build-arg", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--build-arg"), "{}", stderr(&out));
+    }
+}
+
+/// The first build for a registry: the cache source (`staging-latest`)
+/// does not exist yet, which BuildKit reports as an error of its
+/// cache-import step; hoist says it as a note, and the build succeeds.
+#[test]
+fn a_first_build_has_no_cache_yet_and_says_so_without_an_error() {
+    if !require_engine() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let mut project = Project::new();
+    let Some(_) = project.image(SCRATCH_DOCKERFILE) else {
+        return;
+    };
+    let prefix = format!("{}/{}", registry.addr(), docker::unique_name("first"));
+    project.config(&[]);
+    let yaml = std::fs::read_to_string(project.path().join("hoist.yaml")).unwrap();
+    std::fs::write(
+        project.path().join("hoist.yaml"),
+        format!("registry: {prefix}\n{yaml}"),
+    )
+    .unwrap();
+    let source = format!("{prefix}/{}:staging-latest", project.images[0]);
+    let out = project.hoist(&["build", "--sha", SHA]);
+    let log = stderr(&out);
+    for tag in ["staging-0123456", "staging-latest"] {
+        docker::remove_image(&format!("{prefix}/{}:{tag}", project.images[0]));
+    }
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("no cache yet at {source}: first build")),
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
 }
 
 /// Two images build at once; each log line carries its image's name, and

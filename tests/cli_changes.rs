@@ -887,3 +887,25 @@ fn a_base_that_does_not_resolve_in_a_full_clone_is_an_input_error() {
         .output();
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
 }
+
+/// Without configuration hoist reads the reference repository's workflow;
+/// where there is none, the hint says how to name another.
+#[test]
+fn a_missing_default_workflow_names_the_ways_to_choose_one() {
+    let repo = Repo::new();
+    std::fs::remove_file(repo.path().join(WORKFLOW)).unwrap();
+    let out = repo.hoist(&["changes"]).output();
+    assert_eq!(out.status.code(), Some(2));
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("cannot read workflow .gitea/workflows/publish-workspace-server-image.yml"),
+        "{stderr}"
+    );
+    let hint = stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_default();
+    for want in ["--workflow FILE", "`workflow:` in hoist.yaml", "hoist init"] {
+        assert!(hint.contains(want), "{want:?} in {stderr}");
+    }
+}

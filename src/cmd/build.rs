@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::git;
 use crate::registry::{self, PushAuth};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -31,7 +32,9 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         args.no_cache,
         &env,
     )?;
-    let plan = build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?;
+    let one_off = build_args(&args.build_args, &env, ci)?;
+    let plan = build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?
+        .with_build_args(&one_off);
     let contexts = plan
         .images
         .iter()
@@ -83,6 +86,61 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         build_all(&engine, &plan, contexts, settings, ci).await
     })?;
     report(&plan, &results, &sizes, args.format, ci)
+}
+
+/// `--build-arg KEY=VALUE` and `--build-arg KEY` (the value from the
+/// environment, as `docker build` takes it; not passed when unset) as a map.
+/// A value from the environment is masked under a runner: it may be a token.
+fn build_args(
+    given: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+    ci: &Ci,
+) -> Result<BTreeMap<String, String>> {
+    let mut args = BTreeMap::new();
+    for arg in given {
+        let (key, value) = match arg.split_once('=') {
+            Some((key, value)) => (key, Some(value.to_string())),
+            None => (arg.as_str(), None),
+        };
+        if !is_arg_name(key) {
+            // Only the key: the value may be a secret.
+            return Err(Error::input(format!(
+                "--build-arg: '{}' is not a build arg name",
+                ci::one_line(key)
+            ))
+            .hint(
+                "write --build-arg KEY=VALUE or --build-arg KEY, KEY of letters, digits and '_', \
+                 not starting with a digit",
+            ));
+        }
+        let value = match value {
+            Some(value) => value,
+            None => match env(key) {
+                Some(value) => {
+                    ci.mask(&value);
+                    value
+                }
+                None => {
+                    ci.warn(&format!(
+                        "--build-arg {key}: {key} is not set in the environment; not passed"
+                    ));
+                    continue;
+                }
+            },
+        };
+        args.insert(key.to_string(), value);
+    }
+    Ok(args)
+}
+
+/// A name `ARG` declares and the shell can expand: letters, digits and `_`,
+/// not starting with a digit.
+fn is_arg_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Each context's size. Images sharing a context directory (the reference

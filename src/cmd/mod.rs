@@ -3,6 +3,7 @@
 mod build;
 mod changes;
 mod deps;
+mod init;
 mod promote;
 mod publish;
 
@@ -15,6 +16,7 @@ pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
     match cli.command {
         Command::Changes(args) => changes::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Deps(args) => deps::run(&cli.dir, cli.config.as_deref(), args, ci),
+        Command::Init(args) => init::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Build(args) => build::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Publish(args) => publish::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Promote(args) => promote::promote(&cli.dir, cli.config.as_deref(), args, ci),

@@ -21,6 +21,13 @@ Exit codes:
   2  usage, config or input error: a missing or invalid workflow, a bad pattern, a --base
      that this full clone does not hold, an unreadable --files-from";
 
+const EXIT_INIT: &str = "\
+Exit codes:
+  0  hoist.yaml was written
+  1  it could not be written
+  2  usage or input error: not a git repository, a hoist.yaml already there (--force
+     replaces it), a registry with credentials in it";
+
 const EXIT_DEPS: &str = "\
 Exit codes:
   0  every dependency is in place (cloned or reused; with --tolerant, skipped ones too)
@@ -33,13 +40,15 @@ Exit codes:
   0  every image was built, tagged and passed its smoke gate
   1  the engine could not be reached, a build or a smoke gate failed
   2  usage, config or input error: a missing Dockerfile or context, an unknown --image, an
-     invalid hoist.yaml, a --sha that is not a commit";
+     invalid hoist.yaml, a --sha that is not a commit, a bad --build-arg";
 
 const EXIT_PUBLISH: &str = "\
 Exit codes:
   0  published and verified, or not selected by the path filters (the output says which)
   1  a dependency, build, push or check failed, or a staging tag holds another commit's image
-  2  usage, config or input error: no registry, an invalid hoist.yaml or workflow";
+  2  usage, config or input error: no registry, an invalid hoist.yaml or workflow, a --sha
+     that is not the checked-out commit, tracked files changed in a context (see
+     --allow-dirty)";
 
 const EXIT_PROMOTE: &str = "\
 Exit codes:
@@ -82,7 +91,7 @@ pub enum Command {
     #[command(after_help = EXIT_CHANGES)]
     Changes(ChangesArgs),
     /// Write a commented hoist.yaml for this repository: its workflows, and an image per Dockerfile.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_INIT)]
     Init(InitArgs),
     /// Pre-clone the git dependencies of manifest.json into the bundle dir.
     #[command(after_help = EXIT_DEPS)]

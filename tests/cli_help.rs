@@ -5,8 +5,8 @@ mod common;
 
 use common::hoist;
 
-const COMMANDS: [&str; 7] = [
-    "changes", "deps", "build", "publish", "promote", "rollback", "status",
+const COMMANDS: [&str; 8] = [
+    "changes", "init", "deps", "build", "publish", "promote", "rollback", "status",
 ];
 
 /// The `Exit codes:` footer of `hoist <command> --help`.

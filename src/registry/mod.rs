@@ -75,7 +75,11 @@ impl Target {
     pub fn parse(registry: &str) -> Result<Target> {
         let trimmed = registry.trim().trim_end_matches('/');
         let bad = |why: &str| {
-            Error::input(format!("invalid registry '{registry}': {why}")).hint(
+            Error::input(format!(
+                "invalid registry '{}': {why}",
+                without_userinfo(registry)
+            ))
+            .hint(
                 "give the registry host and repository prefix, e.g. \
                  123456789012.dkr.ecr.eu-west-1.amazonaws.com/molecule-ai or localhost:5000/team",
             )
@@ -414,9 +418,37 @@ impl Registry {
     }
 }
 
+/// A registry as given, for a message: what stands before an `@` in its
+/// host (a `user:password`) is shown as `***`, so a password typed into
+/// `--registry` never reaches a log.
+fn without_userinfo(registry: &str) -> String {
+    let start = registry.find("://").map_or(0, |i| i + 3);
+    let host_end = registry[start..]
+        .find('/')
+        .map_or(registry.len(), |i| start + i);
+    match registry[start..host_end].rfind('@') {
+        Some(at) => format!("{}***{}", &registry[..start], &registry[start + at..]),
+        None => registry.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_registry_is_named_without_its_password() {
+        for given in [
+            "robot:s3cr3t-pw@registry.example.com/team",
+            "https://robot:s3cr3t-pw@registry.example.com/team",
+        ] {
+            let error = Target::parse(given).unwrap_err();
+            let text = format!("{error}");
+            assert!(!text.contains("s3cr3t-pw"), "{text}");
+            assert!(text.contains("***@registry.example.com/team"), "{text}");
+        }
+        assert_eq!(without_userinfo("a.example/x@y"), "a.example/x@y");
+    }
 
     #[test]
     fn parses_targets() {

@@ -755,6 +755,23 @@ fn extra_tags_name_the_same_manifest_as_the_staging_tag() {
         )),
         "{dry_text}"
     );
+    // `${ref_name}` follows GITHUB_REF when GITHUB_REF_NAME is not set,
+    // as `${version}` does.
+    let only_ref = hoist(
+        repo.path(),
+        &[
+            "publish",
+            "--dry-run",
+            "--force",
+            "--registry",
+            &format!("{}/{PREFIX}", registry.addr()),
+            "--tag",
+            "at-${ref_name}",
+        ],
+        &[("GITHUB_REF", "refs/tags/v1.2.3")],
+    );
+    let only_ref = String::from_utf8_lossy(&only_ref.stdout);
+    assert!(only_ref.contains("/platform:at-v1.2.3 "), "{only_ref}");
 
     let run = repo.publish(
         registry.addr(),

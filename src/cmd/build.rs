@@ -164,6 +164,15 @@ pub(super) fn scan_all(contexts: &[Context]) -> Result<Vec<Summary>> {
     Ok(sizes)
 }
 
+/// `refs/heads/<name>` and `refs/tags/<name>` as `<name>`, as
+/// `GITHUB_REF_NAME` gives them.
+fn short_ref(reference: &str) -> &str {
+    reference
+        .strip_prefix("refs/heads/")
+        .or_else(|| reference.strip_prefix("refs/tags/"))
+        .unwrap_or(reference)
+}
+
 /// The sha, CI values, source URL and clock the plan needs.
 pub(super) fn inputs(
     config: &Config,
@@ -193,8 +202,13 @@ pub(super) fn inputs(
         }
     };
     let branch = repo.as_ref().and_then(git::current_branch);
+    // The ref that decides the push (and `${version}`) names it too.
     let ref_name = env("GITHUB_REF_NAME")
-        .or_else(|| branch.map(|b| b.trim_start_matches("refs/heads/").to_string()))
+        .or_else(|| {
+            env("GITHUB_REF")
+                .or(branch)
+                .map(|r| short_ref(&r).to_string())
+        })
         .unwrap_or_default();
     let remote = repo.as_ref().and_then(git::remote_url);
     let source = build::source_url(

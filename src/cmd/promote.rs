@@ -1232,17 +1232,22 @@ async fn tag_state(registry: &Registry, repository: &str, tag: &str) -> Result<O
 
 fn status_text(images: &[ImageStatus]) -> String {
     let mut text = String::new();
+    // Tags, revisions and warnings quote the registry: each line stays one.
+    let mut line = |content: String| {
+        text.push_str(&crate::ci::one_line(&content));
+        text.push('\n');
+    };
     for image in images {
-        text.push_str(&format!("{} ({})\n", image.name, image.repository));
+        line(format!("{} ({})", image.name, image.repository));
         for (tag, state) in [
             (LATEST, &image.latest),
             (LATEST_PREVIOUS, &image.latest_previous),
             (STAGING_LATEST, &image.staging_latest),
         ] {
             match state {
-                None => text.push_str(&format!("  {tag:<16} (none)\n")),
-                Some(state) => text.push_str(&format!(
-                    "  {tag:<16} {}  {}{}{}\n",
+                None => line(format!("  {tag:<16} (none)")),
+                Some(state) => line(format!(
+                    "  {tag:<16} {}  {}{}{}",
                     short(&state.digest),
                     state
                         .revision
@@ -1262,10 +1267,10 @@ fn status_text(images: &[ImageStatus]) -> String {
             }
         }
         if !image.staging.is_empty() {
-            text.push_str("  newest staging tags:\n");
+            line("  newest staging tags:".to_string());
             for tag in &image.staging {
-                text.push_str(&format!(
-                    "    {}{}{}{}\n",
+                line(format!(
+                    "    {}{}{}{}",
                     tag.tag,
                     tag.digest
                         .as_deref()
@@ -1284,7 +1289,7 @@ fn status_text(images: &[ImageStatus]) -> String {
         }
     }
     for warning in status_warnings(images) {
-        text.push_str(&format!("warning: {warning}\n"));
+        line(format!("warning: {warning}"));
     }
     text
 }

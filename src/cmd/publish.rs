@@ -741,7 +741,10 @@ fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format, ci: 
         (_, true) => text.push_str("  --force: published whatever the path filters say\n"),
         (Some(decision), false) => {
             let verdict = if decision.run { "run" } else { "skip" };
-            text.push_str(&format!("  {verdict}: {}\n", decision.reason));
+            text.push_str(&format!(
+                "  {verdict}: {}\n",
+                ci::one_line(&decision.reason)
+            ));
             if !decision.run {
                 text.push_str("  would stop here: published=false, nothing built or pushed\n");
             }
@@ -755,10 +758,11 @@ fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format, ci: 
     ));
     for dep in &plan.deps {
         let private = if dep.private { ", private" } else { "" };
-        text.push_str(&format!(
-            "  {:<20} {:<28} {}@{} (provider {}{private})\n",
+        let line = format!(
+            "  {:<20} {:<28} {}@{} (provider {}{private})",
             dep.category, dep.name, dep.repo, dep.git_ref, dep.provider
-        ));
+        );
+        text.push_str(&format!("{}\n", ci::one_line(&line)));
     }
     text.push_str(&format!(
         "\n3. build {} image(s) with {}\n",

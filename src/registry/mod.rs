@@ -96,13 +96,30 @@ impl Target {
                 "the first part must be a registry host (with a dot or a port)",
             ));
         }
-        if host.contains('@') {
+        // Checked on the whole value: a password may hold a `/`, which would
+        // otherwise put its tail in the prefix.
+        if trimmed.contains('@') {
             return Err(bad(
                 "credentials do not belong in the registry; use the Docker config or HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD",
             ));
         }
+        if let Some((_, port)) = host.rsplit_once(':')
+            && !host.ends_with(']')
+            && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(bad("the port after ':' must be a number"));
+        }
         if prefix.split('/').any(|part| part.is_empty()) && !prefix.is_empty() {
             return Err(bad("the repository prefix has an empty path segment"));
+        }
+        if let Some(part) = prefix
+            .split('/')
+            .find(|part| !prefix.is_empty() && !is_path_component(part))
+        {
+            return Err(bad(&format!(
+                "'{part}' is not a repository name component (lowercase letters and digits, \
+                 joined by '.', '_', '__' or '-'; the distribution spec's grammar)"
+            )));
         }
         Ok(Target {
             host: host.to_ascii_lowercase(),
@@ -418,18 +435,40 @@ impl Registry {
     }
 }
 
-/// A registry as given, for a message: what stands before an `@` in its
-/// host (a `user:password`) is shown as `***`, so a password typed into
-/// `--registry` never reaches a log.
+/// A registry as given, for a message: everything before its last `@`
+/// (a `user:password`, which may itself hold `/` or `@`) is shown as
+/// `***`, so a password typed into `--registry` never reaches a log.
 fn without_userinfo(registry: &str) -> String {
     let start = registry.find("://").map_or(0, |i| i + 3);
-    let host_end = registry[start..]
-        .find('/')
-        .map_or(registry.len(), |i| start + i);
-    match registry[start..host_end].rfind('@') {
+    match registry[start..].rfind('@') {
         Some(at) => format!("{}***{}", &registry[..start], &registry[start + at..]),
         None => registry.to_string(),
     }
+}
+
+/// One path component of a repository name, as the distribution spec
+/// writes it: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn is_path_component(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let run = bytes[i..].iter().take_while(|b| !alnum(**b)).count();
+        let separator = &part[i..i + run];
+        let dashes = separator.bytes().all(|b| b == b'-');
+        if !matches!(separator, "." | "_" | "__") && !dashes {
+            return false;
+        }
+        i += run;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -441,13 +480,42 @@ mod tests {
         for given in [
             "robot:s3cr3t-pw@registry.example.com/team",
             "https://robot:s3cr3t-pw@registry.example.com/team",
+            // A `/` in the password used to put its tail in the prefix.
+            "alice:s3cr3t/-pw@127.0.0.1:5000/acme",
+            "127.0.0.1:5000/alice:s3cr3t-pw@acme",
         ] {
             let error = Target::parse(given).unwrap_err();
             let text = format!("{error}");
-            assert!(!text.contains("s3cr3t-pw"), "{text}");
-            assert!(text.contains("***@registry.example.com/team"), "{text}");
+            assert_eq!(error.exit_code(), 2, "{text}");
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("***@"), "{text}");
         }
-        assert_eq!(without_userinfo("a.example/x@y"), "a.example/x@y");
+    }
+
+    #[test]
+    fn repository_prefixes_follow_the_distribution_grammar() {
+        for good in [
+            "a",
+            "molecule-ai",
+            "a.b",
+            "a_b",
+            "a__b",
+            "a--b",
+            "team/sub-1",
+        ] {
+            assert!(
+                Target::parse(&format!("localhost:5000/{good}")).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["Team", "a?token=x", "-a", "a-", "a..b", "a___b", "a b"] {
+            assert!(
+                Target::parse(&format!("localhost:5000/{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Target::parse("localhost:http/x").is_err());
+        assert!(Target::parse("[::1]:5000/x").is_ok());
     }
 
     #[test]

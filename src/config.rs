@@ -527,10 +527,12 @@ fn parse(path: &Path, text: &str) -> Result<FileConfig> {
         let line = e.location().map(|l| l.line());
         if e.to_string().contains("unknown field") {
             error.hint("remove or correct the key; the README lists the keys of hoist.yaml")
-        } else if let Some(line) = line.filter(|&line| unquoted_variable_in_flow(text, line)) {
+        } else if let Some((line, (key, variable))) =
+            line.and_then(|line| Some((line, unquoted_variable_in_flow(text, line)?)))
+        {
             error.hint(format!(
                 "line {line} has a `${{…}}` without quotes inside `{{…}}`, where `{{` and `}}` are \
-                 YAML's own; quote the value: `GIT_SHA: '${{sha}}'`"
+                 YAML's own; quote the value: `{key}: '{variable}'`"
             ))
         } else {
             error
@@ -538,35 +540,44 @@ fn parse(path: &Path, text: &str) -> Result<FileConfig> {
     })
 }
 
-/// Whether line `line` (1-based) of `text`, or the line before it (libyaml
-/// may report the line after a flow map that ends a line), holds `${`
-/// outside quotes and inside a flow map `{…}`: YAML reads that `{` as the
-/// start of a nested map, which makes `{GIT_SHA: ${sha}}` an error.
-fn unquoted_variable_in_flow(text: &str, line: usize) -> bool {
+/// The first `key: ${…}` of line `line` (1-based) of `text`, or of the
+/// line before it (libyaml may report the line after a flow map that ends a
+/// line), whose `${` stands outside quotes inside a flow map `{…}`: YAML
+/// reads that `{` as the start of a nested map, which makes `{GIT_SHA:
+/// ${sha}}` an error. Returns the key and the `${…}` as written.
+fn unquoted_variable_in_flow(text: &str, line: usize) -> Option<(String, String)> {
     let lines: Vec<&str> = text.lines().collect();
     let candidates = [line.checked_sub(1), line.checked_sub(2)];
     candidates
         .into_iter()
         .flatten()
         .filter_map(|index| lines.get(index))
-        .any(|line| {
+        .find_map(|line| {
             let mut depth = 0usize;
             let mut quote: Option<char> = None;
             let mut previous = ' ';
-            for c in line.chars() {
+            for (at, c) in line.char_indices() {
                 match (quote, c) {
                     (Some(q), c) if c == q => quote = None,
                     (Some(_), _) => {}
                     (None, '\'' | '"') => quote = Some(c),
-                    (None, '#') if previous == ' ' => return false,
-                    (None, '{') if previous == '$' && depth > 0 => return true,
+                    (None, '#') if previous == ' ' => return None,
+                    (None, '{') if previous == '$' && depth > 0 => {
+                        let dollar = at - 1;
+                        let variable = line[dollar..]
+                            .find('}')
+                            .map_or(&line[dollar..], |end| &line[dollar..=dollar + end]);
+                        let before = line[..dollar].trim_end().trim_end_matches(':');
+                        let key = before.rsplit(['{', ',']).next().unwrap_or_default().trim();
+                        return Some((key.to_string(), variable.to_string()));
+                    }
                     (None, '{') => depth += 1,
                     (None, '}') => depth = depth.saturating_sub(1),
                     _ => {}
                 }
                 previous = c;
             }
-            false
+            None
         })
 }
 
@@ -721,8 +732,10 @@ mod tests {
         );
         assert_eq!(err.location.as_ref().unwrap().line, 5, "{err}");
         let hint = err.hint.as_deref().unwrap_or_default();
-        assert!(hint.contains("quote the value"), "{err}");
-        assert!(hint.contains("'${sha}'"), "{err}");
+        assert!(
+            hint.contains("quote the value: `GIT_SHA: '${sha}'`"),
+            "{err}"
+        );
 
         let quoted = text.replace("${sha}}", "'${sha}'}");
         std::fs::write(dir.path().join(CONFIG_FILE), quoted).unwrap();
@@ -740,6 +753,15 @@ mod tests {
             let err = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap_err();
             assert_eq!(err.hint.is_some(), hint, "{text:?}: {err}");
         }
+        // The hint quotes the user's own key and variable.
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "images:\n  a: {labels: {team: ${image}}}\n",
+        )
+        .unwrap();
+        let err = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap_err();
+        let hint = err.hint.as_deref().unwrap_or_default();
+        assert!(hint.contains("`team: '${image}'`"), "{err}");
     }
 
     #[test]

@@ -266,8 +266,17 @@ pub fn commit_files(repo: &Repository, head: &str) -> Result<ChangedFiles> {
 /// Checks a base commit given on the command line: one that names no
 /// commit of a clone that is not shallow is a mistake in the input, not
 /// missing history, so it is an error rather than a reason to fail open.
+/// In a shallow clone only a sha can be missing history: an empty base (an
+/// unset `${{ github.event.before }}`) or a name that is not hex is an
+/// error there too.
 pub fn check_base(repo: &Repository, base: &str) -> Result<()> {
-    if is_zero_sha(base) || repo.is_shallow() {
+    if base.trim().is_empty() {
+        return Err(Error::input("--base is empty")
+            .hint("pass the commit before the push (in a workflow, `${{ github.event.before }}`), or leave --base and --head out to read the push event"));
+    }
+    let could_be_missing_history =
+        (4..=64).contains(&base.len()) && base.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_zero_sha(base) || (repo.is_shallow() && could_be_missing_history) {
         return Ok(());
     }
     match repo
@@ -276,13 +285,17 @@ pub fn check_base(repo: &Repository, base: &str) -> Result<()> {
     {
         Ok(_) => Ok(()),
         Err(e) => Err(Error::input(format!(
-            "--base '{base}' names no commit of this repository"
+            "--base '{}' names no commit of this repository",
+            crate::ci::one_line(base)
         ))
         .caused_by(e.message())
-        .hint(
+        .hint(if repo.is_shallow() {
+            "only a sha can be missing from a shallow clone, and this is not one: pass a sha, or \
+             a branch or tag this clone holds"
+        } else {
             "the clone is not shallow, so the commit is not merely missing history: pass a sha, \
-             branch or tag that `git log --all` shows, or fetch it first",
-        )),
+             branch or tag that `git log --all` shows, or fetch it first"
+        })),
     }
 }
 

@@ -356,6 +356,14 @@ fn outcome(condition: &Condition, push_ref: &PushRef, changed: &ChangedFiles) ->
         ChangedFiles::RefDeleted => return Outcome::new(false, "the push deleted the ref".into()),
     };
     let total = files.len();
+    // act's `Skip` and `Filter` never skip on an empty list, whatever the
+    // push changed.
+    if list.patterns().is_empty() {
+        return Outcome::new(
+            true,
+            format!("`{key}` is an empty list, which never skips on Gitea"),
+        );
+    }
     if !ignore {
         let through: Vec<String> = files.iter().filter(|f| list.includes(f)).cloned().collect();
         let met = !skip(list, files);

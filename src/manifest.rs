@@ -93,8 +93,12 @@ impl GitRef {
                 "'{text}' looks like a short commit sha; pin the full 40-character sha, or name a branch or tag"
             ));
         }
-        if text.chars().any(|c| c.is_whitespace() || c.is_control()) || text.contains("..") {
-            return Err(format!("'{text}' is not a valid git ref"));
+        if !is_ref_name(text) {
+            return Err(format!(
+                "'{}' is not a valid git ref (see `git check-ref-format`: no spaces, control \
+                 characters, '~', '^', ':', '?', '*', '[', '\\', '..' or '@{{')",
+                crate::ci::one_line(text)
+            ));
         }
         Ok(GitRef::Named(text.to_string()))
     }
@@ -236,9 +240,31 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Dependency>> {
     Ok(deps)
 }
 
+/// Whether `name` is a branch or tag name git accepts, by the rules of
+/// `git check-ref-format` (which is what a fetch of it would check).
+fn is_ref_name(name: &str) -> bool {
+    let forbidden = |c: char| {
+        c.is_whitespace() || c.is_control() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    };
+    !name.chars().any(forbidden)
+        && !name.contains("..")
+        && !name.contains("@{")
+        && name != "@"
+        && !name.ends_with('.')
+        && !name.ends_with(".lock")
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.ends_with(".lock"))
+}
+
 fn check_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
         Err("the name is empty".into())
+    } else if name.chars().any(char::is_control) {
+        Err(format!(
+            "the name '{}' holds control characters; it becomes a directory the image copies",
+            crate::ci::one_line(name)
+        ))
     } else if name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
         Err(format!(
             "the name '{name}' is not a plain directory name (no '/', '\\', '.' or '..')"
@@ -350,6 +376,19 @@ mod tests {
     }
 
     #[test]
+    fn refs_follow_git_check_ref_format() {
+        for good in ["main", "feature/x", "v1.2.3", "release-2024.01", "a_b"] {
+            assert!(is_ref_name(good), "{good}");
+        }
+        for bad in [
+            "::x", "a~1", "a^", "a?", "a*", "a[b", "a\\b", "@", "x/", "/x", "x//y", ".x", "x/.y",
+            "x.", "a@{1}",
+        ] {
+            assert!(!is_ref_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_entries_at_their_line() {
         let err = parse_str("{\"plugins\": [\n{\"name\": \"a\", \"repo\": \"o/a\"},\n{\"name\": \"a\", \"repo\": \"o/b\"}]}")
             .unwrap_err();
@@ -372,6 +411,12 @@ mod tests {
                 "0123456789ABCDEF0123456789abcdef01234567",
                 "uppercase",
             ),
+            ("n\\n::warning::x", "o/a", "main", "control characters"),
+            ("x", "o/a", "::error::x", "not a valid git ref"),
+            ("x", "o/a", "release/", "not a valid git ref"),
+            ("x", "o/a", "v1..2", "not a valid git ref"),
+            ("x", "o/a", "topic.lock", "not a valid git ref"),
+            ("x", "o/a", "a b", "not a valid git ref"),
         ] {
             let text = format!(
                 r#"{{"plugins": [{{"name": "{name}", "repo": "{repo}", "ref": "{git_ref}"}}]}}"#

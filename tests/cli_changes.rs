@@ -330,6 +330,22 @@ fn a_base_missing_from_a_shallow_clone_fails_open() {
         reason.contains("not in this clone") && reason.contains("fail open"),
         "{reason}"
     );
+    // Only a sha can be missing history: a name the clone does not hold,
+    // or an empty base (an unset `github.event.before`), is an input error.
+    for base in ["nosuchbranch", ""] {
+        let out = Run::new(&clone.path().join("c"))
+            .args(&[
+                "changes",
+                "--base",
+                base,
+                "--head",
+                &after,
+                "--ref",
+                "refs/heads/main",
+            ])
+            .output();
+        assert_eq!(out.status.code(), Some(2), "{base:?}: {out:?}");
+    }
 }
 
 #[test]

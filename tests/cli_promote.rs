@@ -262,6 +262,17 @@ fn a_sha_that_is_not_published_moves_nothing() {
     };
     let run = hoist_on(&repo, registry.addr(), "promote", &[&shas[0]]);
     assert_eq!(run.code(), Some(0), "{}", run.describe());
+    // A bad canary URL is an input error even when nothing would move.
+    for url in ["ftp://127.0.0.1:1/", "http://u:hunter2@127.0.0.1:1/"] {
+        let bad = hoist_on(
+            &repo,
+            registry.addr(),
+            "promote",
+            &[&shas[0], "--wait-for", url],
+        );
+        assert_eq!(bad.code(), Some(2), "{url}: {}", bad.describe());
+        assert!(!bad.stderr().contains("hunter2"), "{}", bad.describe());
+    }
     let unpublished = repo.server_commit("never published");
 
     let missing = hoist_on(&repo, registry.addr(), "promote", &[&unpublished]);

@@ -1227,3 +1227,26 @@ fn gitea_decides_as_its_code_does() {
     }
     report("gitea", DIALECT_CASES.len(), &failures);
 }
+
+/// An empty `paths` list runs on Gitea, and the reason says why rather
+/// than that no file matched.
+#[test]
+fn an_empty_list_on_gitea_says_it_never_skips() {
+    use hoist::changes::Dialect;
+    let workflow = Workflow::parse(
+        Path::new("w.yml"),
+        "on:\n  push:\n    paths: []\njobs: {}\n",
+    )
+    .unwrap();
+    let push_ref = PushRef::parse("refs/heads/main").unwrap();
+    let files = Changed::Files(&["a"]).to_changed_files();
+    let decision = Trigger::with_dialect(&workflow, Dialect::Gitea)
+        .and_then(|t| decide(&t, Some(&push_ref), &files))
+        .unwrap();
+    assert!(decision.run);
+    assert!(
+        decision.reason.contains("empty list, which never skips"),
+        "{}",
+        decision.reason
+    );
+}

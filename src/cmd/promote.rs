@@ -222,6 +222,7 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
     )?;
     let timeout = duration(&args.timeout, "--timeout")?;
     let interval = duration(&args.interval, "--interval")?;
+    canary::check_urls(&args.wait_for)?;
     let repo = git::open_local_first(&setup.config.root).ok();
     let named = named_commit(repo.as_ref(), &args.sha)?;
     if let Named::Unknown(hex) = &named {

@@ -48,7 +48,7 @@ pub fn open(dir: &Path) -> Result<Repository> {
     Repository::discover(dir).map_err(|e| {
         Error::input(format!("{} is not in a git repository", dir.display()))
             .caused_by(e.message())
-            .hint("run hoist inside a clone, pass -C <dir>, or give the changed files with --files-from")
+            .hint("run hoist inside a clone, or pass -C <dir>")
     })
 }
 

@@ -294,10 +294,21 @@ fn differs(event: &Event, filter: &Filter, tracked: &[String]) -> Option<String>
     let name = candidates
         .iter()
         .find(|name| github_passes(name) != gitea_passes(name))?;
+    // A pull request's branch filters read its base branch.
+    let what = if event.name == "push" {
+        "push"
+    } else {
+        "pull request"
+    };
     let push = match filter.key {
-        FilterKey::Branches | FilterKey::BranchesIgnore => format!("a push to branch `{name}`"),
+        FilterKey::Branches | FilterKey::BranchesIgnore if what == "push" => {
+            format!("a push to branch `{name}`")
+        }
+        FilterKey::Branches | FilterKey::BranchesIgnore => {
+            format!("a {what} into branch `{name}`")
+        }
         FilterKey::Tags | FilterKey::TagsIgnore => format!("a push of tag `{name}`"),
-        FilterKey::Paths | FilterKey::PathsIgnore => format!("a push changing only `{name}`"),
+        FilterKey::Paths | FilterKey::PathsIgnore => format!("a {what} changing only `{name}`"),
     };
     let verdict = |passes: bool| if passes { "runs" } else { "skips" };
     Some(format!(
@@ -362,6 +373,21 @@ mod tests {
         assert_eq!(concrete("v[12].[0-9]+"), "v1.0");
         assert_eq!(concrete("a\\*b?"), "a*b");
         assert_eq!(concrete("release/**"), "release/x");
+    }
+
+    #[test]
+    fn a_pull_requests_difference_is_worded_for_a_pull_request() {
+        let workflow = Workflow::parse(
+            std::path::Path::new("w.yml"),
+            "on:\n  pull_request:\n    branches-ignore: ['release/**', '!release/keep']\n",
+        )
+        .unwrap();
+        let event = &workflow.events[0];
+        let found = differs(event, &event.filters[0], &[]).unwrap();
+        assert!(
+            found.starts_with("for a pull request into branch `"),
+            "{found}"
+        );
     }
 
     #[test]

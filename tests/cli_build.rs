@@ -207,6 +207,11 @@ fn git_sha_by_default_build_args_from_the_command_line_and_labels() {
     let out = hoist(project.path(), &args, &[("FROM_ENV", "env-value")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(run(&tag), format!("{SHA} one-off env-value"));
+    assert!(
+        stderr(&out).contains("differ from what `hoist publish` builds"),
+        "a one-off build says so: {}",
+        stderr(&out)
+    );
     let labels = &inspect(&tag)["Config"]["Labels"];
     assert_eq!(labels["team"], "platform");
     let description = format!("{} at 0123456", project.images[0]);

@@ -37,3 +37,18 @@ fn every_command_lists_its_own_exit_codes() {
     let footers: std::collections::BTreeSet<String> = COMMANDS.iter().map(|c| footer(c)).collect();
     assert_eq!(footers.len(), COMMANDS.len(), "each command says its own");
 }
+
+/// `-C` naming no directory is said as such, not as a missing file in it.
+#[test]
+fn a_missing_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let out = hoist(
+        dir.path(),
+        &["-C", missing.to_str().unwrap(), "changes"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such directory"), "{stderr}");
+}

@@ -319,6 +319,15 @@ fn a_sha_that_is_not_published_moves_nothing() {
     );
     assert_eq!(status.code(), Some(0), "{}", status.describe());
     for image in status.json["images"].as_array().unwrap() {
+        // Each listed staging tag comes with the digest it names.
+        let name = image["name"].as_str().unwrap();
+        let listed = &image["staging"][0];
+        let tag = listed["tag"].as_str().unwrap();
+        assert_eq!(
+            listed["digest"].as_str(),
+            digest(&registry, name, tag).as_deref(),
+            "{image}"
+        );
         let warnings = image["warnings"].as_array().unwrap();
         assert_eq!(warnings.len(), 1, "{image}");
         assert!(

@@ -699,6 +699,30 @@ fn allow_dirty_pushes_only_the_dirty_tag_labelled_as_such() {
         "{}",
         again.describe()
     );
+    // The text report says it too, with the paths.
+    let text = hoist(
+        repo.path(),
+        &[
+            "publish",
+            "--force",
+            "--allow-dirty",
+            "--registry",
+            &format!("{}/{PREFIX}", registry.addr()),
+        ],
+        &[("HOIST_GIT_BASE_URL", repo.forge.url())],
+    );
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(
+        text.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    assert!(
+        stdout.contains("dirty (--allow-dirty): labelled"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("workspace-server/main.go"), "{stdout}");
 }
 
 #[test]

@@ -59,9 +59,19 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         }
     }
     let plan = match inputs.dirty {
-        true => build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?,
+        true => build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?
+            .with_build_args(&one_off),
         false => plan,
     };
+    if !one_off.is_empty() {
+        let keys: Vec<&str> = one_off.keys().map(String::as_str).collect();
+        warnings.push(format!(
+            "--build-arg {}: these images differ from what `hoist publish` builds for {}, \
+             under the same tags",
+            keys.join(", "),
+            inputs.sha7()
+        ));
+    }
 
     if args.dry_run {
         return dry_run(&plan, &sizes, &warnings, args.format, ci);

@@ -119,7 +119,9 @@ impl Push {
                     ) if for_commit(after) => (Some(before.as_str()), after.as_str()),
                     _ => (None, args.commit.unwrap_or("HEAD")),
                 };
-                let repo = git::open(&config.root)?;
+                let repo = git::open(&config.root).map_err(|e| {
+                    e.hint("run hoist inside a clone, pass -C <dir>, or give the changed files with --files-from")
+                })?;
                 if let Some(base) = args.base {
                     git::check_base(&repo, base)?;
                 }

@@ -13,6 +13,14 @@ use crate::error::Result;
 
 /// Runs a parsed command line; returns the exit code of a command that ran.
 pub fn run(cli: Cli, ci: &Ci) -> Result<u8> {
+    // Said first: every later error would name a file inside it instead.
+    if !cli.dir.is_dir() {
+        return Err(crate::error::Error::input(format!(
+            "-C {}: no such directory",
+            cli.dir.display()
+        ))
+        .hint("pass the directory of the repository hoist should run in"));
+    }
     match cli.command {
         Command::Changes(args) => changes::run(&cli.dir, cli.config.as_deref(), args, ci),
         Command::Deps(args) => deps::run(&cli.dir, cli.config.as_deref(), args, ci),

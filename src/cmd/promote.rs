@@ -779,8 +779,9 @@ fn plan_lines(plan: &Plan) -> String {
             })
             .unwrap_or_default();
         if image.writes.is_empty() {
+            // The direction would only say the same again.
             text.push_str(&format!(
-                "{}: {LATEST} already names {}{how}\n",
+                "{}: {LATEST} already names {}\n",
                 image.name,
                 short(&image.digest)
             ));
@@ -1166,14 +1167,18 @@ async fn image_status(
         let sha = resolve(hex).unwrap_or_else(|| hex.to_string());
         let revisions = registry.revisions(repository, &manifest).await?;
         let identity = promote::identify(&sha, &revisions);
-        Ok(Some((sha, identity)))
+        Ok(Some((sha, identity, manifest.digest)))
     }))
     .await;
     for (tag, identity) in staging.iter_mut().zip(identities) {
         // One unreadable tag (an index naming a manifest the registry lost)
         // is worth a warning, not the whole report.
         let (sha, identity) = match identity {
-            Ok(Some(found)) => found,
+            Ok(Some((sha, identity, digest))) => {
+                // A registry's tag list gives no digests; the read did.
+                tag.digest.get_or_insert(digest);
+                (sha, identity)
+            }
             Ok(None) => continue,
             Err(error) => {
                 warnings.push(format!(

@@ -879,6 +879,16 @@ fn report(
         }
         Format::Text => {
             let mut text = format!("run: {}\n", ci::one_line(&plan.changes.reason()));
+            if !plan.dirty.is_empty() {
+                text.push_str(&format!(
+                    "dirty (--allow-dirty): labelled {}{}, not a commit's image\n",
+                    plan.sha7,
+                    dirty::SUFFIX
+                ));
+                for line in dirty::describe(&plan.dirty) {
+                    text.push_str(&format!("  {}\n", ci::one_line(&line)));
+                }
+            }
             for image in images {
                 let how = if image.built {
                     format!(

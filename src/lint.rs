@@ -295,20 +295,23 @@ fn differs(event: &Event, filter: &Filter, tracked: &[String]) -> Option<String>
         .iter()
         .find(|name| github_passes(name) != gitea_passes(name))?;
     // A pull request's branch filters read its base branch.
-    let what = if event.name == "push" {
-        "push"
-    } else {
-        "pull request"
-    };
-    let push = match filter.key {
-        FilterKey::Branches | FilterKey::BranchesIgnore if what == "push" => {
+    let push = match (event.name.as_str(), filter.key) {
+        ("push", FilterKey::Branches | FilterKey::BranchesIgnore) => {
             format!("a push to branch `{name}`")
         }
-        FilterKey::Branches | FilterKey::BranchesIgnore => {
-            format!("a {what} into branch `{name}`")
+        ("push", FilterKey::Tags | FilterKey::TagsIgnore) => format!("a push of tag `{name}`"),
+        ("push", _) => format!("a push changing only `{name}`"),
+        (
+            "pull_request" | "pull_request_target",
+            FilterKey::Branches | FilterKey::BranchesIgnore,
+        ) => format!("a pull request into branch `{name}`"),
+        ("pull_request" | "pull_request_target", _) => {
+            format!("a pull request changing only `{name}`")
         }
-        FilterKey::Tags | FilterKey::TagsIgnore => format!("a push of tag `{name}`"),
-        FilterKey::Paths | FilterKey::PathsIgnore => format!("a {what} changing only `{name}`"),
+        (other, FilterKey::Paths | FilterKey::PathsIgnore) => {
+            format!("a `{other}` event changing only `{name}`")
+        }
+        (other, _) => format!("a `{other}` event for `{name}`"),
     };
     let verdict = |passes: bool| if passes { "runs" } else { "skips" };
     Some(format!(

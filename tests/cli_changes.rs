@@ -786,8 +786,8 @@ on:
         "w.yml:8: on.push.tags: `tags:` has nothing after it (null)",
         "w.yml:9: on.push.paths-ignore: '' an empty pattern matches no file",
         "w.yml:11: on.pull_request.branches: `branches` has only `!` patterns",
-        "w.yml:12: on.pull_request.paths: GitHub and Gitea decide this filter differently: for a push changing only",
-        "w.yml:14: on.release.branches-ignore: '!release/keep' `!` in `branches-ignore` re-includes on GitHub, but on Gitea ignores every branch it does not match (for a push to branch `main`, GitHub runs and Gitea skips)",
+        "w.yml:12: on.pull_request.paths: GitHub and Gitea decide this filter differently: for a pull request changing only",
+        "w.yml:14: on.release.branches-ignore: '!release/keep' `!` in `branches-ignore` re-includes on GitHub, but on Gitea ignores every branch it does not match (for a `release` event for `main`, GitHub runs and Gitea skips)",
     ] {
         assert!(
             stdout.contains(expected),

@@ -311,7 +311,6 @@ mod tests {
         };
         assert_eq!(log.buildkit(&failed), ["#3 ERROR: exit code: 1"]);
         assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
-        assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
         assert!(log.finish().is_empty(), "every step finished");
         assert_eq!(log.failed_step(), Some("[base 2/2] RUN false"));
         assert_eq!((log.steps, log.cached), (1, 1));

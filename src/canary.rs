@@ -333,13 +333,13 @@ fn judge(body: &[u8], want: &str) -> State {
     }
 }
 
-/// `--wait-for URL`, checked: http or https, a host, no userinfo.
 /// Checks every `--wait-for` URL as [`wait`] will read it, so that a bad
 /// one is an input error before the registry is asked anything.
 pub fn check_urls(urls: &[String]) -> Result<()> {
     urls.iter().try_for_each(|url| parse_url(url).map(drop))
 }
 
+/// `--wait-for URL`, checked: http or https, a host, no userinfo.
 fn parse_url(url: &str) -> Result<Uri> {
     let redacted = redact(url);
     if redacted != url {

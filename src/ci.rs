@@ -254,18 +254,29 @@ impl Ci {
         Some(format!("::{level}{properties}::{}", escape_data(message)))
     }
 
+    /// Every line of `text` [`defuse`]d under a runner. A line ends at
+    /// `\n` or at a bare `\r`: the runner reads a step's output with .NET's
+    /// `ReadLine`, which ends a line at either.
     fn guard<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if !self.actions {
             return Cow::Borrowed(text);
         }
+        let ends = |c: char| c == '\n' || c == '\r';
         if !text
-            .split('\n')
+            .split(ends)
             .any(|line| matches!(defuse(line), Cow::Owned(_)))
         {
             return Cow::Borrowed(text);
         }
-        let lines: Vec<Cow<str>> = text.split('\n').map(defuse).collect();
-        Cow::Owned(lines.join("\n"))
+        let mut guarded = String::with_capacity(text.len() + 8);
+        let mut rest = text;
+        while let Some(end) = rest.find(ends) {
+            guarded.push_str(&defuse(&rest[..end]));
+            guarded.push_str(&rest[end..end + 1]);
+            rest = &rest[end + 1..];
+        }
+        guarded.push_str(&defuse(rest));
+        Cow::Owned(guarded)
     }
 }
 
@@ -495,6 +506,11 @@ mod tests {
         let text = "a\n ::x::y\nb";
         assert_eq!(runner().guard(text), "a\n \\::x::y\nb");
         assert_eq!(Ci::default().guard(text), text);
+        // A bare `\r` ends a line for the runner too.
+        assert_eq!(
+            runner().guard("x\r::add-mask::y\r\n::z::w"),
+            "x\r\\::add-mask::y\r\n\\::z::w"
+        );
     }
 
     #[test]

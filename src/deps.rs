@@ -520,11 +520,7 @@ fn resolve_remote(remote: &Remote, name: &str) -> std::result::Result<Resolved, 
     let mut detached =
         git2::Remote::create_detached(remote.url.as_str()).map_err(|e| failure(remote, &e))?;
     let connection = detached
-        .connect_auth(
-            Direction::Fetch,
-            Some(callbacks(remote.token.secret())),
-            None,
-        )
+        .connect_auth(Direction::Fetch, Some(callbacks(remote)), None)
         .map_err(|e| failure(remote, &e))?;
     let heads = connection.list().map_err(|e| failure(remote, &e))?;
     let find = |refname: String| {
@@ -708,7 +704,7 @@ fn fetch_refspecs(
     shallow: bool,
 ) -> std::result::Result<(), git2::Error> {
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(remote.token.secret()));
+    options.remote_callbacks(callbacks(remote));
     options.download_tags(AutotagOption::None);
     options.update_fetchhead(false);
     if shallow && !remote.is_local() {
@@ -1000,14 +996,19 @@ fn replace(temp: &Path, target: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Hands the token to libgit2 once per connection, and only when the
-/// server asks; a second ask means it was rejected.
-fn callbacks(token: Option<&Secret>) -> RemoteCallbacks<'_> {
+/// Hands the token to libgit2 once per connection, only when the server
+/// asks, and only to the remote's own origin: libgit2 follows a redirect
+/// of the first request, and a host it was sent to must not get the token
+/// by asking for it. A second ask means the token was rejected.
+fn callbacks(remote: &Remote) -> RemoteCallbacks<'_> {
+    let token = remote.token.secret();
+    let own = lfs::origin(&remote.url);
     let mut callbacks = RemoteCallbacks::new();
     let mut asked = 0;
-    callbacks.credentials(move |_url, _user, _allowed| {
+    callbacks.credentials(move |url, _user, _allowed| {
         asked += 1;
         match token {
+            Some(_) if lfs::origin(url) != own => Err(git2::Error::from_str(AUTH_ELSEWHERE)),
             Some(token) if asked == 1 => Cred::userpass_plaintext(TOKEN_USER, token.expose()),
             Some(_) => Err(git2::Error::from_str(AUTH_REJECTED)),
             None => Err(git2::Error::from_str(AUTH_REQUIRED)),
@@ -1016,11 +1017,14 @@ fn callbacks(token: Option<&Secret>) -> RemoteCallbacks<'_> {
     callbacks
 }
 
+const AUTH_ELSEWHERE: &str = "hoist: a host other than the remote's asked for credentials (a redirect?); the token is not sent";
+
 const AUTH_REJECTED: &str = "hoist: the token was rejected";
 const AUTH_REQUIRED: &str = "hoist: authentication required, no token";
 
 fn is_auth(e: &git2::Error) -> bool {
     e.message().contains(AUTH_REJECTED)
+        || e.message().contains(AUTH_ELSEWHERE)
         || e.message().contains(AUTH_REQUIRED)
         || e.code() == git2::ErrorCode::Auth
 }
@@ -1051,7 +1055,12 @@ fn failure(remote: &Remote, e: &git2::Error) -> Failure {
             format!("repository {name} not found at {url}"),
         ),
     };
-    let text = if message.contains(AUTH_REQUIRED) {
+    let text = if message.contains(AUTH_ELSEWHERE) {
+        format!(
+            "fetching {url}: another host asked for credentials (the server redirected?); \
+             the token was not sent to it"
+        )
+    } else if message.contains(AUTH_REQUIRED) {
         format!(
             "{server} needs authentication, and {}",
             remote.token.missing()

@@ -235,6 +235,24 @@ fn git_sha_by_default_build_args_from_the_command_line_and_labels() {
         "{}",
         stderr(&out)
     );
+    // A value from the environment may be a token: the plan shows that it
+    // is passed, not what it is, in text and JSON.
+    let out = hoist(project.path(), &dry, &[("FROM_ENV", "s3cr3t-value")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("arg         FROM_ENV=***\n"),
+        "{}",
+        stdout(&out)
+    );
+    let mut json = dry.clone();
+    json.extend(["--format", "json"]);
+    let out = hoist(project.path(), &json, &[("FROM_ENV", "s3cr3t-value")]);
+    assert!(!stdout(&out).contains("s3cr3t"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\"FROM_ENV\": \"***\""),
+        "{}",
+        stdout(&out)
+    );
 
     for bad in ["=x", "1ABC=x", "A B=x", ""] {
         let out = project.hoist(&["build", "--sha", SHA, "--dry-run", "--build-arg", bad]);
@@ -550,6 +568,22 @@ fn bad_input_and_an_unreachable_engine() {
         "{}",
         stderr(&out)
     );
+
+    // A registry with a password in it is refused, as publish refuses it,
+    // and the password is never shown (not even in a dry run's tags).
+    for registry in [
+        "robot:s3cr3t@reg.example/team",
+        "reg.example/robot:s3cr3t@team",
+    ] {
+        let out = hoist(
+            dir.path(),
+            &["build", "--sha", SHA, "--dry-run", "--registry", registry],
+            &no_engine,
+        );
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(!all.contains("s3cr3t"), "{all}");
+    }
 
     std::fs::write(
         dir.path().join("hoist.yaml"),

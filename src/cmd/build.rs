@@ -11,7 +11,7 @@ use crate::dirty::{self, DirtyImage};
 use crate::docker::{self, BuildSettings, Credentials, Engine};
 use crate::error::{Error, Result};
 use crate::git;
-use crate::registry::{self, PushAuth};
+use crate::registry::{self, PushAuth, Target};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,13 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, env)?;
+    // Checked as publish checks it: a registry with a password in it is
+    // refused before it can reach a tag, a plan or an engine error.
+    let registry = config
+        .registry
+        .as_deref()
+        .map(|r| Target::parse(r).map(|t| t.to_string()))
+        .transpose()?;
     let mut inputs = inputs(
         &config,
         args.sha.as_deref(),
@@ -33,8 +40,8 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         &env,
     )?;
     let one_off = build_args(&args.build_args, &env, ci)?;
-    let plan = build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?
-        .with_build_args(&one_off);
+    let plan =
+        build::plan(&config, registry.as_deref(), &args.images, &inputs)?.with_build_args(&one_off);
     let contexts = plan
         .images
         .iter()
@@ -59,7 +66,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         }
     }
     let plan = match inputs.dirty {
-        true => build::plan(&config, config.registry.as_deref(), &args.images, &inputs)?
+        true => build::plan(&config, registry.as_deref(), &args.images, &inputs)?
             .with_build_args(&one_off),
         false => plan,
     };
@@ -74,7 +81,16 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
     }
 
     if args.dry_run {
-        return dry_run(&plan, &sizes, &warnings, args.format, ci);
+        // A `--build-arg KEY` value came from the environment and may be a
+        // token: the plan shows that it is passed, not what it is.
+        let hidden: BTreeMap<String, String> = args
+            .build_args
+            .iter()
+            .filter(|arg| !arg.contains('=') && one_off.contains_key(arg.as_str()))
+            .map(|key| (key.clone(), "***".to_string()))
+            .collect();
+        let shown = plan.clone().with_build_args(&hidden);
+        return dry_run(&shown, &sizes, &warnings, args.format, ci);
     }
     for warning in &warnings {
         ci.warn(warning);
@@ -87,7 +103,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
     let settings = BuildSettings {
         builder: plan.builder,
         no_cache: plan.no_cache,
-        credentials: credentials(config.registry.as_deref(), &env)?,
+        credentials: credentials(registry.as_deref(), &env)?,
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))?;

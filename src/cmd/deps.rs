@@ -20,6 +20,11 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: DepsArgs, ci: &Ci) -> R
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, |name| std::env::var(name).ok())?;
+    // As publish does: the runner masks the tokens before a git error could
+    // quote one.
+    super::publish::mask_secrets(&config, ci, &|name: &str| {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    });
     let dependencies = manifest::read(&config.manifest)?;
     let jobs = deps::plan(dependencies, &config.git, &config.bundle_dir)?;
     let options = Options {

@@ -448,7 +448,8 @@ async fn fetch_object(
 }
 
 /// `scheme://authority` of a URL.
-fn origin(url: &str) -> Option<&str> {
+/// `scheme://host[:port]` of a URL; `None` for a URL without a scheme.
+pub(super) fn origin(url: &str) -> Option<&str> {
     let at = url.find("://")? + 3;
     let end = url[at..]
         .find(['/', '?', '#'])

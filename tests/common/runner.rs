@@ -43,7 +43,8 @@ pub struct Command {
 pub fn commands(output: &str) -> Vec<Command> {
     let mut executed = Vec::new();
     let mut stopped_until: Option<String> = None;
-    for line in output.lines() {
+    // .NET's `ReadLine`, which the runner reads with, also ends a line at a bare `\r`.
+    for line in output.split(['\n', '\r']) {
         let Some(command) = parse(line, stopped_until.as_deref()) else {
             continue;
         };

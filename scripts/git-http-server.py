@@ -3,7 +3,7 @@
 
     python3 scripts/git-http-server.py --root DIR [--port 0] [--token TOKEN]
         [--token-env VAR] [--public ORG/NAME.git]... [--delay-ms N] [--fail-first N]
-        [--log FILE] [--lfs-corrupt OID]... [--verbose]
+        [--log FILE] [--lfs-corrupt OID]... [--redirect-to URL] [--verbose]
 
 Serves every bare repository under DIR at http://127.0.0.1:PORT/<path
 relative to DIR> (for example /org/name.git/info/refs?service=git-upload-pack)
@@ -31,6 +31,8 @@ Python 3.11 standard library only.
   (`uploadpack.allowReachableSHA1InWant` / `allowAnySHA1InWant` in its config);
   the server adds nothing of its own.
 - `--delay-ms N`: sleep N ms before answering each POST to git-upload-pack.
+- `--redirect-to URL`: answer every request with 302 Found to URL followed
+  by the request's path and query (a forge that moved to another host).
 - `--fail-first N`: answer the first N requests with 503 Service Unavailable
   (a flaky forge, for retry tests).
 - `--log FILE`: append one JSON line per request, written before the response
@@ -96,6 +98,7 @@ class Config:
         self.failures_left = args.fail_first
         self.log_path = args.log
         self.lfs_corrupt = set(args.lfs_corrupt)
+        self.redirect_to = args.redirect_to
         self.verbose = args.verbose
         self.log_lock = threading.Lock()
         exec_path = subprocess.run(
@@ -220,6 +223,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "auth": bool(self.headers.get("Authorization")),
             "command": None,
         }
+        if self.config.redirect_to:
+            location = self.config.redirect_to.rstrip("/") + self.path
+            self.reply(record, 302, "Found", [("Location", location)], b"moved\n")
+            return
         with self.config.log_lock:
             fail = self.config.failures_left > 0
             self.config.failures_left -= int(fail)
@@ -458,6 +465,11 @@ def main():
         default=[],
         metavar="OID",
         help="serve this LFS object with a changed byte (repeatable)",
+    )
+    parser.add_argument(
+        "--redirect-to",
+        metavar="URL",
+        help="answer every request with 302 to URL + the request's path (a moved forge)",
     )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()

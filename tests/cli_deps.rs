@@ -1061,3 +1061,42 @@ fn an_empty_token_variable_is_reported_as_empty() {
         stderr(&out)
     );
 }
+
+/// A forge that redirects to another host: the host it sends hoist to asks
+/// for credentials and gets nothing, and the dependency says why.
+#[test]
+fn the_token_never_follows_a_redirect_to_another_host() {
+    let world = World::new();
+    world.repo("private");
+    world.manifest(r#"{"plugins": [{"name": "private", "repo": "org/private", "private": true}]}"#);
+    let log = world.project.path().join("elsewhere.log");
+    let Some(elsewhere) = world.serve(ServerOptions {
+        token: Some(TOKEN.into()),
+        log: Some(log.clone()),
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    // `localhost` and `127.0.0.1` are one machine but two origins.
+    let elsewhere_url = elsewhere.url().replace("127.0.0.1", "localhost");
+    let Some(moved) = world.serve(ServerOptions {
+        redirect_to: Some(elsewhere_url),
+        ..ServerOptions::default()
+    }) else {
+        return;
+    };
+    let out = world.deps(moved.url(), Some(TOKEN), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another host asked for credentials"),
+        "{}",
+        stderr(&out)
+    );
+    let requests = requests(&log);
+    assert!(!requests.is_empty(), "the redirect was followed");
+    assert!(
+        requests.iter().all(|r| r["auth"] == false),
+        "the other host never saw the token: {requests:?}"
+    );
+    assert!(!stderr(&out).contains(TOKEN));
+}

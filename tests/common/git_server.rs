@@ -36,6 +36,8 @@ pub struct ServerOptions {
     pub log: Option<PathBuf>,
     /// LFS objects (by oid) served with a changed byte.
     pub lfs_corrupt: Vec<String>,
+    /// Answer every request with a 302 to this URL + the request's path.
+    pub redirect_to: Option<String>,
 }
 
 /// A running server; dropping it kills the process and waits for it.
@@ -79,6 +81,9 @@ impl GitServer {
         }
         for oid in &options.lfs_corrupt {
             cmd.args(["--lfs-corrupt", oid]);
+        }
+        if let Some(url) = &options.redirect_to {
+            cmd.args(["--redirect-to", url]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -55,8 +55,18 @@ pub struct Context {
     /// Where the engine finds the Dockerfile in the tar: its path in the
     /// context, or [`OUTSIDE_DOCKERFILE`] (or a variant) when outside it.
     dockerfile_in_tar: String,
+    /// The Dockerfile's own name, which a session serves it under.
+    dockerfile_name: String,
     outside: bool,
+    /// The rules of the tar: the ignore file's, with the Dockerfile and
+    /// `.dockerignore` always sent (the engine reads them from the tar).
     ignore: Dockerignore,
+    /// The ignore file's rules alone, as BuildKit applies them to what a
+    /// session serves: the Dockerfile comes from its own source there.
+    session_ignore: Dockerignore,
+    /// `<Dockerfile>.dockerignore`, when it exists: it replaces the
+    /// context's `.dockerignore`, as with BuildKit.
+    own_ignore: Option<PathBuf>,
     /// Written first into the tar as a PAX global header; see
     /// [`Context::with_build_id`].
     build_id: Option<String>,
@@ -164,7 +174,13 @@ impl Context {
                 dockerfile.display()
             )));
         }
-        let mut ignore = Dockerignore::read(&dir)?;
+        let own_ignore = own_ignore_file(dockerfile);
+        let (mut ignore, own_ignore) = match fs::read(&own_ignore) {
+            Ok(text) => (Dockerignore::parse(&own_ignore, &text)?, Some(own_ignore)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Dockerignore::read(&dir)?, None),
+            Err(e) => return Err(Error::unreadable("ignore file", &own_ignore, e)),
+        };
+        let session_ignore = ignore.clone();
         // The engine needs both files whatever the patterns say.
         ignore.always_send(dockerignore::FILE_NAME);
         let (dockerfile_in_tar, outside) = match resolved.strip_prefix(&dir) {
@@ -180,12 +196,19 @@ impl Context {
             }
             Err(_) => (outside_name(&dir), true),
         };
+        let dockerfile_name = dockerfile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".to_string());
         Ok(Context {
             dir,
             dockerfile: resolved,
             dockerfile_in_tar,
+            dockerfile_name,
             outside,
             ignore,
+            session_ignore,
+            own_ignore,
             build_id: None,
         })
     }
@@ -209,6 +232,58 @@ impl Context {
 
     pub fn dockerignore(&self) -> &Dockerignore {
         &self.ignore
+    }
+
+    /// The ignore file in force: `<Dockerfile>.dockerignore` beside the
+    /// Dockerfile when there is one (BuildKit's rule, which hoist follows
+    /// with both builders), else the context's `.dockerignore` (which may
+    /// not exist).
+    pub fn ignore_file(&self) -> PathBuf {
+        self.own_ignore
+            .clone()
+            .unwrap_or_else(|| self.dir.join(dockerignore::FILE_NAME))
+    }
+
+    /// What a BuildKit session serves for this context: the directory, the
+    /// Dockerfile under its own name, and the Dockerfile's own ignore file.
+    pub fn session_sources(&self) -> crate::session::Sources {
+        let mut dockerfile = vec![(self.dockerfile_name.clone(), self.dockerfile.clone())];
+        if let Some(own) = &self.own_ignore {
+            dockerfile.push((
+                format!("{}.dockerignore", self.dockerfile_name),
+                own.clone(),
+            ));
+        }
+        crate::session::Sources {
+            context: self.dir.clone(),
+            dockerfile,
+            ignore_override: self.own_ignore.clone(),
+        }
+    }
+
+    /// The name the Dockerfile has in a session's `dockerfile` source.
+    pub fn dockerfile_name(&self) -> &str {
+        &self.dockerfile_name
+    }
+
+    /// Sizes the context as a BuildKit session would send it whole: the
+    /// ignore file's rules alone (the Dockerfile and `.dockerignore` only
+    /// when the rules let them in). The engine asks for less when the
+    /// Dockerfile copies less.
+    pub fn scan_for_session(&self) -> Result<Summary> {
+        let mut tally = Tally::default();
+        let walker_ignore = &self.session_ignore;
+        let mut walker = Walker {
+            ignore: walker_ignore,
+            links: HashMap::new(),
+            rel: Vec::new(),
+            visit: &mut |entry| {
+                tally.add(&entry);
+                Ok(())
+            },
+        };
+        walker.dir(&self.dir, &MatchInfo::default(), false)?;
+        Ok(tally.finish())
     }
 
     /// Marks the tar as this build's own: its first record becomes a PAX
@@ -371,6 +446,13 @@ impl Context {
         };
         walker.dir(&self.dir, &MatchInfo::default(), false)
     }
+}
+
+/// `<dockerfile>.dockerignore`: the ignore file of one Dockerfile.
+fn own_ignore_file(dockerfile: &Path) -> PathBuf {
+    let mut name = dockerfile.as_os_str().to_os_string();
+    name.push(".dockerignore");
+    PathBuf::from(name)
 }
 
 /// A name for the outside Dockerfile that no file of the context root has.

@@ -12,9 +12,12 @@ use crate::error::{Error, Result};
 use crate::registry::PushAuth;
 use crate::registry::credentials::is_identity_token;
 use crate::registry::retry::{Failure, Retries};
+use crate::session;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{BuildInfoAux, ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{
+    BuildInfo, BuildInfoAux, ContainerCreateBody, ErrorDetail, HostConfig, PortBinding,
+};
 use bollard::query_parameters::{
     BuildImageOptions, BuilderVersion, CreateContainerOptions, CreateImageOptions, LogsOptions,
     PushImageOptions, RemoveContainerOptions, RemoveImageOptions, StartContainerOptions,
@@ -63,6 +66,8 @@ pub struct Built {
     /// Dockerfile steps, and how many of them came from the cache.
     pub steps: usize,
     pub cached: usize,
+    /// What the session sent, for a build whose context went through one.
+    pub sent: Option<session::Sent>,
 }
 
 impl Engine {
@@ -149,33 +154,119 @@ impl Engine {
             session,
             ..BuildImageOptions::default()
         };
-        let mut log = BuildLog::default();
-        let mut image_id = None;
-        let mut stream = self.docker.build_image(
+        let stream = self.docker.build_image(
             options,
             Some(credentials.clone()),
             Some(bollard::body_try_stream(context)),
         );
-        while let Some(item) = stream.next().await {
-            let info = match item {
-                Ok(info) => info,
-                Err(e) => return Err(build_failed(image, &log, &e)),
-            };
-            let lines = match &info.aux {
-                Some(BuildInfoAux::BuildKit(status)) => log.buildkit(status),
-                Some(BuildInfoAux::Default(id)) => {
-                    image_id = id.id.clone().or(image_id);
-                    Vec::new()
-                }
-                None => log.classic(info.stream.as_deref().unwrap_or_default()),
-            };
-            for line in lines {
-                print(line);
+        let (image_id, log) = follow(image, stream, print).await?;
+        self.finish(image, image_id, log, None).await
+    }
+
+    /// Whether BuildKit builds can take their context through a session
+    /// that hoist serves: `None` when the engine is reached over TLS or
+    /// another transport hoist does not open itself (the context then goes
+    /// as a tar, as with the classic builder).
+    pub fn session_address(&self) -> Option<session::Address> {
+        let tls = ["DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        session::Address::parse(&self.host, tls)
+    }
+
+    /// Builds `image` with BuildKit, its context served through a session
+    /// (see [`crate::session`]): the engine reads only the files the
+    /// Dockerfile copies, and on a rebuild only those that changed.
+    pub async fn build_in_session(
+        &self,
+        address: &session::Address,
+        image: &ImagePlan,
+        settings: &BuildSettings,
+        sources: session::Sources,
+        dockerfile: &str,
+        print: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Built> {
+        let version = self.docker.client_version();
+        let api = format!("{}.{}", version.major_version, version.minor_version);
+        let name = sources
+            .context
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let shared_key = shared_key(&sources.context);
+        let session = session::Session::open(
+            address,
+            &api,
+            session_id(image),
+            &name,
+            &shared_key,
+            sources,
+            settings.credentials.clone(),
+        )
+        .await
+        .map_err(|e| {
+            Error::failed(format!("{}: cannot start the build", image.name))
+                .caused_by(e)
+                .hint("check that the engine supports BuildKit (Docker 18.09 or later), or build with --builder classic")
+        })?;
+        let options = BuildImageOptions {
+            dockerfile: dockerfile.to_string(),
+            t: image.tags.first().cloned(),
+            nocache: settings.no_cache,
+            cachefrom: Some(image.cache_from.clone()).filter(|c| !c.is_empty()),
+            buildargs: Some(image.build_args.clone().into_iter().collect()),
+            labels: Some(image.labels.clone().into_iter().collect()),
+            target: image.target.clone().unwrap_or_default(),
+            version: BuilderVersion::BuilderBuildKit,
+            session: Some(session.id.clone()),
+            remote: Some(CLIENT_SESSION.to_string()),
+            ..BuildImageOptions::default()
+        };
+        let query = serde_urlencoded::to_string(&options)
+            .map_err(|e| Error::failed("cannot write the build call").caused_by(e))?;
+        let stream = session::build(address, &api, &query)
+            .await
+            .map_err(|e| {
+                Error::failed(format!("{}: cannot start the build", image.name)).caused_by(e)
+            })?
+            .map(|item| match item {
+                Ok(BuildInfo {
+                    error_detail:
+                        Some(ErrorDetail {
+                            message: Some(error),
+                            ..
+                        }),
+                    ..
+                }) => Err(bollard::errors::Error::DockerStreamError { error }),
+                Ok(info) => Ok(info),
+                Err(error) => Err(bollard::errors::Error::DockerStreamError { error }),
+            });
+        let followed = follow(image, stream, print).await;
+        // A file hoist could not read explains a failed build better than
+        // the engine's message about a broken transfer.
+        let errors = session.errors();
+        let (image_id, log) = match followed {
+            Err(error) if !errors.is_empty() => {
+                return Err(errors
+                    .into_iter()
+                    .fold(error, |error, cause| error.caused_by(cause)));
             }
-        }
-        for line in log.finish() {
-            print(line);
-        }
+            other => other?,
+        };
+        let sent = session.sent();
+        drop(session);
+        self.finish(image, image_id, log, Some(sent)).await
+    }
+
+    /// The image id of a finished build (asked of the engine when the
+    /// build did not report it), and the build's other tags.
+    async fn finish(
+        &self,
+        image: &ImagePlan,
+        image_id: Option<String>,
+        log: BuildLog,
+        sent: Option<session::Sent>,
+    ) -> Result<Built> {
         let image_id = match image_id {
             Some(id) => id,
             // Older engines report the id only through the tag.
@@ -188,6 +279,7 @@ impl Engine {
             image_id,
             steps: log.steps,
             cached: log.cached,
+            sent,
         })
     }
 
@@ -479,6 +571,58 @@ fn build_failed(image: &ImagePlan, log: &BuildLog, cause: &bollard::errors::Erro
         image.dockerfile.display(),
         image.name
     ))
+}
+
+/// Reads a build's progress messages to the end: every line of the log
+/// goes to `print`; returns the image id when the engine reported it.
+async fn follow(
+    image: &ImagePlan,
+    stream: impl Stream<Item = std::result::Result<BuildInfo, bollard::errors::Error>>,
+    print: &mut (dyn FnMut(String) + Send),
+) -> Result<(Option<String>, BuildLog)> {
+    let mut stream = std::pin::pin!(stream);
+    let mut log = BuildLog::default();
+    let mut image_id = None;
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(e) => return Err(build_failed(image, &log, &e)),
+        };
+        let lines = match &info.aux {
+            Some(BuildInfoAux::BuildKit(status)) => log.buildkit(status),
+            Some(BuildInfoAux::Default(id)) => {
+                image_id = id.id.clone().or(image_id);
+                Vec::new()
+            }
+            None => log.classic(info.stream.as_deref().unwrap_or_default()),
+        };
+        for line in lines {
+            print(line);
+        }
+    }
+    for line in log.finish() {
+        print(line);
+    }
+    Ok((image_id, log))
+}
+
+/// The build call's `remote` for a context served by the session.
+const CLIENT_SESSION: &str = "client-session";
+
+/// The session's shared key, as the docker CLI derives it (its
+/// `getBuildSharedKey`: this machine and the context directory), so that
+/// BuildKit finds the files of the last build from the same directory and
+/// asks only for those that changed.
+fn shared_key(context: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let machine = std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let digest = Sha256::digest(format!("{machine}:{}", context.display()));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A BuildKit session id, unique per build.

@@ -76,6 +76,11 @@ impl Pattern {
         self.exception
     }
 
+    /// [`Pattern::text`] as the bytes it was written with.
+    pub fn bytes(&self) -> &[u8] {
+        &self.text
+    }
+
     /// The line of `.dockerignore` it comes from; `None` for the exceptions
     /// hoist adds for the Dockerfile and `.dockerignore`.
     pub fn line(&self) -> Option<usize> {
@@ -172,6 +177,43 @@ impl Dockerignore {
             });
         }
         Ok(ignore)
+    }
+
+    /// patternmatcher's `New`: patterns as BuildKit sends them in a session
+    /// (`include-patterns`, `exclude-patterns`, resolved `followpaths`),
+    /// already read from their file: each is trimmed and cleaned, a leading
+    /// `!` makes an exception, nothing is a comment. The error is the
+    /// reason a pattern is refused, as Go's `filepath.Match` would give it.
+    pub fn from_patterns<P: AsRef<[u8]>>(
+        patterns: &[P],
+    ) -> std::result::Result<Dockerignore, String> {
+        let mut ignore = Dockerignore::default();
+        for pattern in patterns {
+            let pattern = trim_space(pattern.as_ref());
+            if pattern.is_empty() {
+                continue;
+            }
+            let cleaned = go_clean(pattern);
+            let (exception, text) = match cleaned.strip_prefix(b"!") {
+                Some([]) => return Err("illegal exclusion pattern: \"!\"".to_string()),
+                Some(rest) => (true, rest.to_vec()),
+                None => (false, cleaned),
+            };
+            let matcher = compile(&text).map_err(|cause| format!("{cause}: '{}'", lossy(&text)))?;
+            ignore.exceptions |= exception;
+            ignore.patterns.push(Pattern {
+                text,
+                exception,
+                line: None,
+                matcher,
+            });
+        }
+        Ok(ignore)
+    }
+
+    /// Whether any pattern is an exception (patternmatcher's `Exclusions`).
+    pub fn has_exceptions(&self) -> bool {
+        self.exceptions
     }
 
     /// Makes sure `rel` (a slash path from the context root) is sent even
@@ -649,7 +691,7 @@ fn push_go_class(chars: &[char], mut i: usize, out: &mut String) -> Result<usize
 
 /// Go's `filepath.Match` (Unix), which Docker calls on every pattern only
 /// to reject bad syntax. `Err` is `ErrBadPattern`.
-fn go_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, ()> {
+pub(crate) fn go_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, ()> {
     'pattern: while !pattern.is_empty() {
         let (star, chunk, rest) = scan_chunk(pattern);
         pattern = rest;

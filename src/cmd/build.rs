@@ -47,7 +47,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         .iter()
         .map(|image| Context::new(&image.context, &image.dockerfile))
         .collect::<Result<Vec<_>>>()?;
-    let sizes = scan_all(&contexts)?;
+    let sizes = scan_all(&contexts, plan.builder)?;
     // A local build is not refused: it says what it builds, and labels it so.
     let tree = read_tree(&config, &plan.images, &contexts)?;
     let mut warnings = Vec::new();
@@ -172,7 +172,9 @@ fn is_arg_name(name: &str) -> bool {
 /// Each context's size. Images sharing a context directory (the reference
 /// pipeline's two share the repository root) are walked once: a walk opens
 /// every file it would send.
-pub(super) fn scan_all(contexts: &[Context]) -> Result<Vec<Summary>> {
+/// With BuildKit, each is counted as its session would send it whole (the
+/// engine asks for less when the Dockerfile copies less).
+pub(super) fn scan_all(contexts: &[Context], builder: Builder) -> Result<Vec<Summary>> {
     let mut sizes: Vec<Summary> = Vec::with_capacity(contexts.len());
     for (index, context) in contexts.iter().enumerate() {
         // A Dockerfile from outside is part of what its own context sends.
@@ -183,6 +185,7 @@ pub(super) fn scan_all(contexts: &[Context]) -> Result<Vec<Summary>> {
         };
         let size = match contexts[..index].iter().position(same) {
             Some(earlier) => sizes[earlier].clone(),
+            None if builder == Builder::Buildkit => context.scan_for_session()?,
             None => context.scan()?,
         };
         sizes.push(size);
@@ -478,6 +481,30 @@ pub(super) struct BuiltImage {
     pub steps: usize,
     pub cached_steps: usize,
     pub smoke: &'static str,
+    /// What of the context reached the engine.
+    pub context_sent: Sent,
+}
+
+/// What of a build context reached the engine: with a BuildKit session,
+/// the files the engine asked for; with a tar, the whole (filtered)
+/// context.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(super) struct Sent {
+    pub files: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// `session` or `tar`.
+    pub route: &'static str,
+}
+
+impl From<crate::session::Sent> for Sent {
+    fn from(sent: crate::session::Sent) -> Sent {
+        Sent {
+            files: sent.files,
+            bytes: sent.bytes,
+            route: "session",
+        }
+    }
 }
 
 /// A line of one image's build log, or the end of that image's build.
@@ -551,19 +578,50 @@ async fn build_one(
     mut print: impl FnMut(String) + Send,
 ) -> Result<BuiltImage> {
     let started = Instant::now();
-    let dockerfile = context.dockerfile_in_tar().to_string();
-    let build_id = format!("hoist build {} {}", image.name, docker::unique_suffix());
-    let (body, writer) = context.with_build_id(build_id).stream();
-    let built = engine
-        .build(image, settings, body, &dockerfile, &mut print)
-        .await;
-    // A context that could not be read explains a failed upload better than
-    // the engine's complaint about a cut stream.
-    let sent = writer.join();
-    let built = match (built, sent) {
-        (_, Err(context)) => return Err(context),
-        (built, Ok(_)) => built?,
+    let (built, sent) = match (settings.builder, engine.session_address()) {
+        (Builder::Buildkit, Some(address)) => {
+            let sources = context.session_sources();
+            let built = engine
+                .build_in_session(
+                    &address,
+                    image,
+                    settings,
+                    sources,
+                    context.dockerfile_name(),
+                    &mut print,
+                )
+                .await?;
+            let sent = built.sent.unwrap_or_default();
+            (built, Sent::from(sent))
+        }
+        _ => {
+            let dockerfile = context.dockerfile_in_tar().to_string();
+            let build_id = format!("hoist build {} {}", image.name, docker::unique_suffix());
+            let (body, writer) = context.with_build_id(build_id).stream();
+            let built = engine
+                .build(image, settings, body, &dockerfile, &mut print)
+                .await;
+            // A context that could not be read explains a failed upload
+            // better than the engine's complaint about a cut stream.
+            match (built, writer.join()) {
+                (_, Err(context)) => return Err(context),
+                (built, Ok(summary)) => {
+                    let summary = summary.unwrap_or_default();
+                    let sent = Sent {
+                        files: summary.files,
+                        bytes: summary.bytes,
+                        route: "tar",
+                    };
+                    (built?, sent)
+                }
+            }
+        }
     };
+    print(format!(
+        "context: sent {} files, {}",
+        sent.files,
+        human_bytes(sent.bytes)
+    ));
     let mut smoke = "none";
     if let Some(gate) = &image.smoke {
         print(format!(
@@ -590,6 +648,7 @@ async fn build_one(
         steps: built.steps,
         cached_steps: built.cached,
         smoke,
+        context_sent: sent,
     })
 }
 
@@ -660,13 +719,15 @@ fn report(
             let mut text = String::new();
             for result in results {
                 text.push_str(&format!(
-                    "built {} {} in {:.1}s ({}/{} steps cached, smoke {})\n",
+                    "built {} {} in {:.1}s ({}/{} steps cached, smoke {}, context sent: {} files, {})\n",
                     result.name,
                     short_id(&result.image_id),
                     result.seconds,
                     result.cached_steps,
                     result.steps,
-                    result.smoke
+                    result.smoke,
+                    result.context_sent.files,
+                    human_bytes(result.context_sent.bytes)
                 ));
                 for tag in &result.tags {
                     text.push_str(&format!("  {tag}\n"));
@@ -680,7 +741,7 @@ fn report(
         ci.set_output(&format!("{}-image-id", result.name), &result.image_id)?;
     }
     let mut summary = String::from(
-        "### hoist build\n\n| image | id | tags | context | time | cached |\n|---|---|---|---|---|---|\n",
+        "### hoist build\n\n| image | id | tags | context sent | time | cached |\n|---|---|---|---|---|---|\n",
     );
     for (result, size) in results.iter().zip(sizes) {
         summary.push_str(&format!(
@@ -693,7 +754,7 @@ fn report(
                 .map(|t| markdown_code(t))
                 .collect::<Vec<_>>()
                 .join("<br>"),
-            human_bytes(size.bytes),
+            sent_cell(&result.context_sent, size),
             result.seconds,
             result.cached_steps,
             result.steps
@@ -701,6 +762,16 @@ fn report(
     }
     ci.add_summary(&summary)?;
     Ok(0)
+}
+
+/// `1.0 MiB in 12 files (of 300.0 MiB)`: what was sent, and the whole
+/// context when the engine asked for less.
+pub(super) fn sent_cell(sent: &Sent, whole: &Summary) -> String {
+    let mut cell = format!("{} in {} files", human_bytes(sent.bytes), sent.files);
+    if sent.bytes < whole.bytes || sent.files < whole.files {
+        cell.push_str(&format!(" (of {})", human_bytes(whole.bytes)));
+    }
+    cell
 }
 
 pub(super) fn short_id(id: &str) -> &str {

@@ -117,7 +117,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     );
 
     if args.dry_run {
-        let sizes = scan_all(&contexts)?;
+        let sizes = scan_all(&contexts, plan.build.builder)?;
         return dry_run(&plan, &sizes, &config, args.format, ci);
     }
     if !plan.changes.selected() {
@@ -149,7 +149,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
             .retain(|image| to_build.contains(&image.name));
         // The contexts are read again: the dependencies are part of them now.
         let contexts = contexts_of(&build_plan)?;
-        let sizes = scan_all(&contexts)?;
+        let sizes = scan_all(&contexts, build_plan.builder)?;
         warn_sizes(&build_plan, &sizes, ci);
         built = runtime.block_on(async {
             let auth = registry.push_auth().await?;

@@ -35,7 +35,7 @@ use bollard::moby::filesync::v1::{
 };
 use bollard::models::BuildInfo;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -152,16 +152,19 @@ async fn send(
     sender.send_request(request).await.map_err(io::Error::other)
 }
 
-/// An open session: its server runs until the session is dropped.
+/// An open session: its server runs until the session is dropped, which
+/// closes the connection (HTTP/2 `GOAWAY`), and with it the engine's side.
 pub struct Session {
     pub id: String,
     tally: Arc<Tally>,
-    server: tokio::task::JoinHandle<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
     }
 }
 
@@ -226,11 +229,22 @@ impl Session {
             .add_service(AuthServer::new(Logins(credentials)))
             .add_service(file_sync);
         let connection = SessionConnection(TokioIo::new(upgraded));
-        let server = tokio::spawn(async move {
-            let incoming = futures_util::stream::iter([Ok::<_, io::Error>(connection)]);
-            let _ = router.serve_with_incoming(incoming).await;
+        let (shutdown, closed) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            // One connection, and no end to the stream: tonic starts its
+            // graceful shutdown when its incoming stream ends.
+            let incoming = futures_util::stream::iter([Ok::<_, io::Error>(connection)])
+                .chain(futures_util::stream::pending());
+            let closed = async {
+                let _ = closed.await;
+            };
+            let _ = router.serve_with_incoming_shutdown(incoming, closed).await;
         });
-        Ok(Session { id, tally, server })
+        Ok(Session {
+            id,
+            tally,
+            shutdown: Some(shutdown),
+        })
     }
 
     /// What the engine asked for so far.

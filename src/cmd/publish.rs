@@ -8,7 +8,8 @@
 //! anything is built, so a re-run of a published commit is a no-op.
 
 use super::build::{
-    BuiltImage, DryRun, build_all, builder_name, describe, inputs, read_tree, scan_all, short_id,
+    BuiltImage, DryRun, Sent, build_all, builder_name, describe, inputs, read_tree, scan_all,
+    short_id,
 };
 use super::changes::{PushSource, decide};
 use crate::ci::{self, Ci, markdown, markdown_code};
@@ -441,6 +442,10 @@ struct Published {
     #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
     build_seconds: f64,
+    /// What of the build context reached the engine; absent when nothing
+    /// was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_sent: Option<Sent>,
     push_seconds: f64,
 }
 
@@ -627,6 +632,7 @@ async fn publish_one(
         staging_latest: latest,
         size: ours.size(),
         build_seconds: built.map_or(0.0, |b| b.seconds),
+        context_sent: built.map(|b| b.context_sent),
         push_seconds,
     })
 }
@@ -891,9 +897,13 @@ fn report(
             }
             for image in images {
                 let how = if image.built {
+                    let sent = image.context_sent.unwrap_or_default();
                     format!(
-                        "built in {:.1} s, pushed in {:.1} s",
-                        image.build_seconds, image.push_seconds
+                        "built in {:.1} s with {} in {} files of context, pushed in {:.1} s",
+                        image.build_seconds,
+                        human_bytes(sent.bytes),
+                        sent.files,
+                        image.push_seconds
                     )
                 } else {
                     "already published from this commit".to_string()
@@ -956,7 +966,13 @@ fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> Str
             markdown_code(short_id(&image.digest)),
             image.size.map(human_bytes).unwrap_or_default(),
             if image.built {
-                format!("{:.1} s", image.build_seconds)
+                let sent = image.context_sent.unwrap_or_default();
+                format!(
+                    "{:.1} s ({} in {} files of context)",
+                    image.build_seconds,
+                    human_bytes(sent.bytes),
+                    sent.files
+                )
             } else {
                 "already published".to_string()
             },

@@ -47,7 +47,12 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         .iter()
         .map(|image| Context::new(&image.context, &image.dockerfile))
         .collect::<Result<Vec<_>>>()?;
-    let sizes = scan_all(&contexts, plan.builder)?;
+    // BuildKit asks the session for what the Dockerfile reads: only a dry
+    // run walks its contexts up front.
+    let sizes = match args.dry_run || plan.builder == Builder::Classic {
+        true => scan_all(&contexts, plan.builder)?,
+        false => vec![Summary::default(); contexts.len()],
+    };
     // A local build is not refused: it says what it builds, and labels it so.
     let tree = read_tree(&config, &plan.images, &contexts)?;
     let mut warnings = Vec::new();
@@ -111,6 +116,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         let engine = Engine::connect().await?;
         build_all(&engine, &plan, contexts, settings, ci).await
     })?;
+    warn_sent(&results, &sizes, ci);
     report(&plan, &results, &sizes, args.format, ci)
 }
 
@@ -483,6 +489,9 @@ pub(super) struct BuiltImage {
     pub smoke: &'static str,
     /// What of the context reached the engine.
     pub context_sent: Sent,
+    /// The ignore file in force for the context, for the warning.
+    #[serde(skip)]
+    pub ignore_file: PathBuf,
 }
 
 /// What of a build context reached the engine: with a BuildKit session,
@@ -578,6 +587,7 @@ async fn build_one(
     mut print: impl FnMut(String) + Send,
 ) -> Result<BuiltImage> {
     let started = Instant::now();
+    let ignore_file = context.ignore_file();
     let (built, sent) = match (settings.builder, engine.session_address()) {
         (Builder::Buildkit, Some(address)) => {
             let sources = context.session_sources();
@@ -649,6 +659,7 @@ async fn build_one(
         cached_steps: built.cached,
         smoke,
         context_sent: sent,
+        ignore_file,
     })
 }
 
@@ -764,11 +775,30 @@ fn report(
     Ok(0)
 }
 
+/// After builds whose contexts were not walked up front (BuildKit): the
+/// warning about a big context, from what the engine asked for.
+pub(super) fn warn_sent(results: &[BuiltImage], sizes: &[Summary], ci: &Ci) {
+    for (result, size) in results.iter().zip(sizes) {
+        let sent = &result.context_sent;
+        // A context walked up front was warned about then.
+        if size.entries > 0 || sent.bytes <= context::WARN_BYTES {
+            continue;
+        }
+        ci.warn(&format!(
+            "{}: the build read {} of context in {} files; list what the image does not need in {}",
+            result.name,
+            human_bytes(sent.bytes),
+            sent.files,
+            result.ignore_file.display()
+        ));
+    }
+}
+
 /// `1.0 MiB in 12 files (of 300.0 MiB)`: what was sent, and the whole
 /// context when the engine asked for less.
 pub(super) fn sent_cell(sent: &Sent, whole: &Summary) -> String {
     let mut cell = format!("{} in {} files", human_bytes(sent.bytes), sent.files);
-    if sent.bytes < whole.bytes || sent.files < whole.files {
+    if whole.entries > 0 && (sent.bytes < whole.bytes || sent.files < whole.files) {
         cell.push_str(&format!(" (of {})", human_bytes(whole.bytes)));
     }
     cell

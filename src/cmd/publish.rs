@@ -9,9 +9,10 @@
 
 use super::build::{
     BuiltImage, DryRun, Sent, build_all, builder_name, describe, inputs, read_tree, scan_all,
-    short_id,
+    short_id, warn_sent,
 };
 use super::changes::{PushSource, decide};
+use crate::build::Builder;
 use crate::ci::{self, Ci, markdown, markdown_code};
 use crate::cli::{Format, PublishArgs};
 use crate::config::{Config, Overrides};
@@ -150,7 +151,12 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
             .retain(|image| to_build.contains(&image.name));
         // The contexts are read again: the dependencies are part of them now.
         let contexts = contexts_of(&build_plan)?;
-        let sizes = scan_all(&contexts, build_plan.builder)?;
+        // BuildKit asks the session for what the Dockerfile reads: only the
+        // classic builder's tar is walked up front.
+        let sizes = match build_plan.builder {
+            Builder::Classic => scan_all(&contexts, build_plan.builder)?,
+            Builder::Buildkit => vec![Summary::default(); contexts.len()],
+        };
         warn_sizes(&build_plan, &sizes, ci);
         built = runtime.block_on(async {
             let auth = registry.push_auth().await?;
@@ -164,6 +170,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
             };
             build_all(connected, &build_plan, contexts, settings, ci).await
         })?;
+        warn_sent(&built, &sizes, ci);
     } else {
         ci.say("every image is already in the registry for this commit: nothing to build");
     }

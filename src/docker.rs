@@ -141,18 +141,11 @@ impl Engine {
             Builder::Classic => (BuilderVersion::BuilderV1, None),
         };
         let options = BuildImageOptions {
-            dockerfile: dockerfile.to_string(),
-            t: image.tags.first().cloned(),
-            nocache: settings.no_cache,
-            cachefrom: Some(image.cache_from.clone()).filter(|c| !c.is_empty()),
             rm: true,
             forcerm: true,
-            buildargs: Some(image.build_args.clone().into_iter().collect()),
-            labels: Some(image.labels.clone().into_iter().collect()),
-            target: image.target.clone().unwrap_or_default(),
             version,
             session,
-            ..BuildImageOptions::default()
+            ..build_options(image, settings, dockerfile)
         };
         let stream = self.docker.build_image(
             options,
@@ -210,17 +203,10 @@ impl Engine {
                 .hint("check that the engine supports BuildKit (Docker 18.09 or later), or build with --builder classic")
         })?;
         let options = BuildImageOptions {
-            dockerfile: dockerfile.to_string(),
-            t: image.tags.first().cloned(),
-            nocache: settings.no_cache,
-            cachefrom: Some(image.cache_from.clone()).filter(|c| !c.is_empty()),
-            buildargs: Some(image.build_args.clone().into_iter().collect()),
-            labels: Some(image.labels.clone().into_iter().collect()),
-            target: image.target.clone().unwrap_or_default(),
             version: BuilderVersion::BuilderBuildKit,
             session: Some(session.id.clone()),
             remote: Some(CLIENT_SESSION.to_string()),
-            ..BuildImageOptions::default()
+            ..build_options(image, settings, dockerfile)
         };
         let query = serde_urlencoded::to_string(&options)
             .map_err(|e| Error::failed("cannot write the build call").caused_by(e))?;
@@ -604,6 +590,25 @@ async fn follow(
         print(line);
     }
     Ok((image_id, log))
+}
+
+/// The build call's parameters that do not depend on how the context
+/// travels: the Dockerfile, the first tag, args, labels, target, cache.
+fn build_options(
+    image: &ImagePlan,
+    settings: &BuildSettings,
+    dockerfile: &str,
+) -> BuildImageOptions {
+    BuildImageOptions {
+        dockerfile: dockerfile.to_string(),
+        t: image.tags.first().cloned(),
+        nocache: settings.no_cache,
+        cachefrom: Some(image.cache_from.clone()).filter(|c| !c.is_empty()),
+        buildargs: Some(image.build_args.clone().into_iter().collect()),
+        labels: Some(image.labels.clone().into_iter().collect()),
+        target: image.target.clone().unwrap_or_default(),
+        ..BuildImageOptions::default()
+    }
 }
 
 /// The build call's `remote` for a context served by the session.

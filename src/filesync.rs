@@ -96,7 +96,9 @@ pub struct Stat {
     pub uid: u32,
     #[prost(uint32, tag = "4")]
     pub gid: u32,
-    /// Bytes; 0 for a directory and for a second name of a hard link.
+    /// Bytes; 0 for a directory. A second name of a hard link carries the
+    /// file's size too, as fsutil's `mkstat` sets it: the receiver compares
+    /// it with its own walk of what it kept, which counts it so.
     #[prost(int64, tag = "5")]
     pub size: i64,
     /// Nanoseconds since the Unix epoch.
@@ -536,18 +538,18 @@ impl Walker<'_> {
 /// hard link's first name.
 fn stat_of(rel: &[u8], meta: &Metadata, linkname: Option<Vec<u8>>) -> Stat {
     let is_dir = meta.file_type().is_dir();
-    let hard_link = linkname.is_some() && !meta.file_type().is_symlink();
     let (devmajor, devminor) = if is_dir { (0, 0) } else { device(meta.rdev()) };
     Stat {
         path: rel.to_vec(),
         mode: go_mode(meta),
         uid: meta.uid(),
         gid: meta.gid(),
-        size: if is_dir || hard_link {
-            0
-        } else {
-            meta.size() as i64
-        },
+        // The full size for a hard link's second name as well (fsutil sets
+        // it after `setUnixOpt` zeroed it): with 0, the engine's receiver
+        // finds that name changed on every rebuild and relinks it through
+        // a temporary name that the rename leaves behind, so the next
+        // COPY puts a `.tmp.NNN` file into the image.
+        size: if is_dir { 0 } else { meta.size() as i64 },
         mod_time: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         linkname: linkname.unwrap_or_default(),
         devmajor,
@@ -1029,7 +1031,11 @@ mod tests {
         assert_eq!(by("f").0.mode, go::SETUID | 0o755);
         assert!(by("f").1, "a file's content can be asked for");
         assert_eq!(by("g").0.linkname, b"f");
-        assert_eq!(by("g").0.size, 0);
+        // The size of the file, as fsutil's receiver finds it in its own
+        // walk of the copy it kept.
+        assert_eq!(by("g").0.size, 1);
+        assert_eq!(by("f").0.size, 1);
+        assert_eq!(by("d").0.size, 0);
         assert!(!by("g").1, "a hard link has no content of its own");
         assert_eq!(by("s").0.mode & go::SYMLINK, go::SYMLINK);
         assert_eq!(by("s").0.linkname, b"f");

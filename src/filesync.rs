@@ -174,7 +174,9 @@ pub enum Source {
 }
 
 /// What the engine asked of a source (gRPC metadata, percent-decoded when
-/// BuildKit marked a key `-encoded`, as its `decodeOpts` does).
+/// BuildKit marked a key `-encoded`, as its `decodeOpts` does). Engines
+/// that do not encode (Docker 20.10) send a pattern or path with non-ASCII
+/// characters as its raw UTF-8 bytes, which are read as they come.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Request {
     pub dir_name: String,
@@ -191,15 +193,17 @@ impl Request {
                 .get(format!("{key}-encoded").as_str())
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True"));
+            // Not `to_str`, which refuses bytes over 0x7f: a `.dockerignore`
+            // line or a COPY source with an accent would be dropped.
             metadata
                 .get_all(key)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .map(|v| {
                     if encoded {
-                        query_unescape(v)
+                        query_unescape(&v)
                     } else {
-                        v.to_string()
+                        v.into_owned()
                     }
                 })
                 .collect()
@@ -1046,6 +1050,28 @@ mod tests {
     fn encoded_metadata_is_percent_decoded() {
         assert_eq!(query_unescape("caf%C3%A9+x"), "café x");
         assert_eq!(query_unescape("bad%zz"), "");
+    }
+
+    #[test]
+    fn raw_non_ascii_metadata_is_read_as_utf8() {
+        // Docker 20.10 sends `.dockerignore` lines and COPY sources as they
+        // are, without `-encoded`.
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        let raw = |text: &str| tonic::metadata::MetadataValue::try_from(text.as_bytes()).unwrap();
+        metadata.insert("dir-name", raw("context"));
+        metadata.append("exclude-patterns", raw("résumé*.txt"));
+        metadata.append("exclude-patterns", raw("x y"));
+        metadata.append("followpaths", raw("日本語/a.txt"));
+        let request = Request::from_metadata(&metadata);
+        assert_eq!(request.dir_name, "context");
+        assert_eq!(request.exclude_patterns, ["résumé*.txt", "x y"]);
+        assert_eq!(request.follow_paths, ["日本語/a.txt"]);
+
+        let mut encoded = tonic::metadata::MetadataMap::new();
+        encoded.insert("exclude-patterns-encoded", raw("1"));
+        encoded.append("exclude-patterns", raw("r%C3%A9sum%C3%A9%2A.txt"));
+        let request = Request::from_metadata(&encoded);
+        assert_eq!(request.exclude_patterns, ["résumé*.txt"]);
     }
 
     #[test]

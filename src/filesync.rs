@@ -96,7 +96,9 @@ pub struct Stat {
     pub uid: u32,
     #[prost(uint32, tag = "4")]
     pub gid: u32,
-    /// Bytes; 0 for a directory and for a second name of a hard link.
+    /// Bytes; 0 for a directory. A second name of a hard link carries the
+    /// file's size too, as fsutil's `mkstat` sets it: the receiver compares
+    /// it with its own walk of what it kept, which counts it so.
     #[prost(int64, tag = "5")]
     pub size: i64,
     /// Nanoseconds since the Unix epoch.
@@ -172,7 +174,9 @@ pub enum Source {
 }
 
 /// What the engine asked of a source (gRPC metadata, percent-decoded when
-/// BuildKit marked a key `-encoded`, as its `decodeOpts` does).
+/// BuildKit marked a key `-encoded`, as its `decodeOpts` does). Engines
+/// that do not encode (Docker 20.10) send a pattern or path with non-ASCII
+/// characters as its raw UTF-8 bytes, which are read as they come.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Request {
     pub dir_name: String,
@@ -189,15 +193,17 @@ impl Request {
                 .get(format!("{key}-encoded").as_str())
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True"));
+            // Not `to_str`, which refuses bytes over 0x7f: a `.dockerignore`
+            // line or a COPY source with an accent would be dropped.
             metadata
                 .get_all(key)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .map(|v| {
                     if encoded {
-                        query_unescape(v)
+                        query_unescape(&v)
                     } else {
-                        v.to_string()
+                        v.into_owned()
                     }
                 })
                 .collect()
@@ -536,18 +542,18 @@ impl Walker<'_> {
 /// hard link's first name.
 fn stat_of(rel: &[u8], meta: &Metadata, linkname: Option<Vec<u8>>) -> Stat {
     let is_dir = meta.file_type().is_dir();
-    let hard_link = linkname.is_some() && !meta.file_type().is_symlink();
     let (devmajor, devminor) = if is_dir { (0, 0) } else { device(meta.rdev()) };
     Stat {
         path: rel.to_vec(),
         mode: go_mode(meta),
         uid: meta.uid(),
         gid: meta.gid(),
-        size: if is_dir || hard_link {
-            0
-        } else {
-            meta.size() as i64
-        },
+        // The full size for a hard link's second name as well (fsutil sets
+        // it after `setUnixOpt` zeroed it): with 0, the engine's receiver
+        // finds that name changed on every rebuild and relinks it through
+        // a temporary name that the rename leaves behind, so the next
+        // COPY puts a `.tmp.NNN` file into the image.
+        size: if is_dir { 0 } else { meta.size() as i64 },
         mod_time: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         linkname: linkname.unwrap_or_default(),
         devmajor,
@@ -1029,7 +1035,11 @@ mod tests {
         assert_eq!(by("f").0.mode, go::SETUID | 0o755);
         assert!(by("f").1, "a file's content can be asked for");
         assert_eq!(by("g").0.linkname, b"f");
-        assert_eq!(by("g").0.size, 0);
+        // The size of the file, as fsutil's receiver finds it in its own
+        // walk of the copy it kept.
+        assert_eq!(by("g").0.size, 1);
+        assert_eq!(by("f").0.size, 1);
+        assert_eq!(by("d").0.size, 0);
         assert!(!by("g").1, "a hard link has no content of its own");
         assert_eq!(by("s").0.mode & go::SYMLINK, go::SYMLINK);
         assert_eq!(by("s").0.linkname, b"f");
@@ -1040,6 +1050,28 @@ mod tests {
     fn encoded_metadata_is_percent_decoded() {
         assert_eq!(query_unescape("caf%C3%A9+x"), "café x");
         assert_eq!(query_unescape("bad%zz"), "");
+    }
+
+    #[test]
+    fn raw_non_ascii_metadata_is_read_as_utf8() {
+        // Docker 20.10 sends `.dockerignore` lines and COPY sources as they
+        // are, without `-encoded`.
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        let raw = |text: &str| tonic::metadata::MetadataValue::try_from(text.as_bytes()).unwrap();
+        metadata.insert("dir-name", raw("context"));
+        metadata.append("exclude-patterns", raw("résumé*.txt"));
+        metadata.append("exclude-patterns", raw("x y"));
+        metadata.append("followpaths", raw("日本語/a.txt"));
+        let request = Request::from_metadata(&metadata);
+        assert_eq!(request.dir_name, "context");
+        assert_eq!(request.exclude_patterns, ["résumé*.txt", "x y"]);
+        assert_eq!(request.follow_paths, ["日本語/a.txt"]);
+
+        let mut encoded = tonic::metadata::MetadataMap::new();
+        encoded.insert("exclude-patterns-encoded", raw("1"));
+        encoded.append("exclude-patterns", raw("r%C3%A9sum%C3%A9%2A.txt"));
+        let request = Request::from_metadata(&encoded);
+        assert_eq!(request.exclude_patterns, ["résumé*.txt"]);
     }
 
     #[test]

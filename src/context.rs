@@ -257,7 +257,6 @@ impl Context {
         crate::session::Sources {
             context: self.dir.clone(),
             dockerfile,
-            ignore_override: self.own_ignore.clone(),
         }
     }
 

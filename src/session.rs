@@ -58,21 +58,16 @@ const METHODS: [&str; 3] = [
     "/moby.filesync.v1.Auth/Credentials",
 ];
 
-/// The two local sources the Dockerfile frontend asks a session for, and
-/// what the engine must read as the context's `.dockerignore`.
+/// The two local sources the Dockerfile frontend asks a session for.
 #[derive(Debug, Clone)]
 pub struct Sources {
     /// The context directory (`context`).
     pub context: PathBuf,
     /// The Dockerfile under the name the build call gives it, and, when it
-    /// has one, its own ignore file as `<name>.dockerignore`
+    /// has one, its own ignore file as `<name>.dockerignore`, which the
+    /// frontend reads in place of the context's `.dockerignore`
     /// (`dockerfile`).
     pub dockerfile: Vec<(String, PathBuf)>,
-    /// `<Dockerfile>.dockerignore`, when it exists: BuildKit reads it in
-    /// place of the context's `.dockerignore`. Engines whose frontend
-    /// predates that (Docker 20.10) read the context's `.dockerignore`
-    /// alone, so that read is answered with this file.
-    pub ignore_override: Option<PathBuf>,
 }
 
 impl Sources {
@@ -80,23 +75,10 @@ impl Sources {
     /// session does not serve.
     fn pick(&self, request: &filesync::Request) -> Option<Source> {
         match request.dir_name.as_str() {
-            "context" => {
-                // The frontend's read of `.dockerignore`: only that file,
-                // nothing excluded, nothing followed.
-                let reads_dockerignore = request.include_patterns == [".dockerignore"]
-                    && request.exclude_patterns.is_empty()
-                    && request.follow_paths.is_empty();
-                match &self.ignore_override {
-                    Some(file) if reads_dockerignore => Some(Source::Files(vec![(
-                        ".dockerignore".to_string(),
-                        file.clone(),
-                    )])),
-                    _ => Some(Source::Dir {
-                        root: self.context.clone(),
-                        reset_owner: true,
-                    }),
-                }
-            }
+            "context" => Some(Source::Dir {
+                root: self.context.clone(),
+                reset_owner: true,
+            }),
             "dockerfile" => Some(Source::Files(self.dockerfile.clone())),
             _ => None,
         }
@@ -580,37 +562,26 @@ mod tests {
     }
 
     #[test]
-    fn the_dockerignore_read_gets_the_dockerfile_s_own_ignore_file() {
+    fn the_session_serves_the_context_and_the_dockerfile_only() {
         let sources = Sources {
             context: PathBuf::from("/ctx"),
             dockerfile: vec![("Dockerfile".to_string(), PathBuf::from("/svc/Dockerfile"))],
-            ignore_override: Some(PathBuf::from("/svc/Dockerfile.dockerignore")),
         };
-        let read = filesync::Request {
-            dir_name: "context".to_string(),
-            include_patterns: vec![".dockerignore".to_string()],
+        let asked = |dir: &str| filesync::Request {
+            dir_name: dir.to_string(),
             ..filesync::Request::default()
         };
-        match sources.pick(&read) {
-            Some(Source::Files(files)) => assert_eq!(
-                files,
-                [(
-                    ".dockerignore".to_string(),
-                    PathBuf::from("/svc/Dockerfile.dockerignore")
-                )]
-            ),
+        assert!(matches!(
+            sources.pick(&asked("context")),
+            Some(Source::Dir {
+                reset_owner: true,
+                ..
+            })
+        ));
+        match sources.pick(&asked("dockerfile")) {
+            Some(Source::Files(files)) => assert_eq!(files, sources.dockerfile),
             other => panic!("{other:?}"),
         }
-        // A COPY of `.dockerignore` follows the path: the real file.
-        let copy = filesync::Request {
-            follow_paths: vec![".dockerignore".to_string()],
-            ..read.clone()
-        };
-        assert!(matches!(sources.pick(&copy), Some(Source::Dir { .. })));
-        let other = filesync::Request {
-            dir_name: "secrets".to_string(),
-            ..read
-        };
-        assert!(sources.pick(&other).is_none());
+        assert!(sources.pick(&asked("secrets")).is_none());
     }
 }

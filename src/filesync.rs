@@ -52,6 +52,9 @@ pub const SERVICE: &str = "moby.filesync.v1.FileSync";
 /// gRPC's default 4 MiB message limit on the engine's side, big enough
 /// that per-message costs vanish (fsutil itself sends 32 KiB).
 const DATA_CHUNK: usize = 1024 * 1024;
+/// The smallest read: what a file that grew since it was listed is read
+/// in.
+const MIN_READ: usize = 64 * 1024;
 /// Packets waiting for the connection: bounds the memory of a transfer
 /// to about `PACKETS_IN_FLIGHT * DATA_CHUNK`.
 const PACKETS_IN_FLIGHT: usize = 16;
@@ -337,9 +340,9 @@ fn without_trailing_glob(pattern: &[u8]) -> &[u8] {
     pattern.strip_suffix(b"/*").unwrap_or(pattern)
 }
 
-/// A directory on the way down: its patterns' results for its children,
-/// and whether it was listed yet (a directory left out itself is listed
-/// only when something under it is).
+/// A directory on the way down, and whether it was listed yet: a
+/// directory left out itself is listed only when something under it is,
+/// just before that (fsutil's `parentDirs`).
 struct Parent {
     abs: PathBuf,
     rel: Vec<u8>,
@@ -899,18 +902,22 @@ fn send_file(
         ..Packet::default()
     };
     if let Ok(mut file) = File::open(path) {
+        // Buffers sized to what is left of the file: a fresh 1 MiB buffer
+        // for each small file cost more CPU than sending it (the allocator
+        // zeroes what it hands out again).
+        let mut left = file.metadata().map_or(0, |m| m.len());
         loop {
-            let mut chunk = vec![0; DATA_CHUNK];
-            let read = match file.read(&mut chunk) {
+            let want = left.clamp(MIN_READ as u64, DATA_CHUNK as u64) as usize;
+            let mut chunk = Vec::with_capacity(want);
+            let read = match (&mut file).take(want as u64).read_to_end(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tally.failed(format!("cannot read {}: {e}", path.display()));
                     break;
                 }
             };
-            chunk.truncate(read);
+            left = left.saturating_sub(read as u64);
             tally.bytes.fetch_add(read as u64, Ordering::Relaxed);
             out.blocking_send(Ok(data(Bytes::from(chunk))))
                 .map_err(|_| ())?;

@@ -1046,3 +1046,49 @@ fn a_build_id_is_a_global_header_before_the_same_tar() {
     // One header block and one data block, then the unmarked tar.
     assert_eq!(&marked[1024..], &plain[..]);
 }
+
+/// The two counts of one context: the tar always carries the Dockerfile
+/// and `.dockerignore` (the engine reads them from it), a session serves
+/// them only when the rules let them in; `<Dockerfile>.dockerignore`
+/// replaces the context's rules in both.
+#[test]
+fn the_session_count_leaves_out_what_the_rules_leave_out() {
+    let t = Tree::new();
+    let dockerfile = t.dockerfile();
+    t.ignore("Dockerfile\n.dockerignore\n*.log\n")
+        .file("app.log", "0123456789")
+        .file("src/main.rs", "fn main() {}\n");
+    let ctx = Context::new(t.root(), &dockerfile).unwrap();
+    let tar = ctx.scan().unwrap();
+    let session = ctx.scan_for_session().unwrap();
+    assert_eq!(tar.files, 3, "Dockerfile, .dockerignore, src/main.rs");
+    assert_eq!(session.files, 1, "src/main.rs alone");
+    assert_eq!(session.bytes, 13);
+    assert_eq!(
+        ctx.ignore_file(),
+        t.root().canonicalize().unwrap().join(".dockerignore")
+    );
+
+    // The Dockerfile's own ignore file wins: the log is in, the sources out.
+    t.file("Dockerfile.dockerignore", "src\n");
+    let ctx = Context::new(t.root(), &dockerfile).unwrap();
+    let session = ctx.scan_for_session().unwrap();
+    // Dockerfile, Dockerfile.dockerignore, .dockerignore, app.log.
+    assert_eq!(session.files, 4);
+    let sizes = [
+        "Dockerfile",
+        "Dockerfile.dockerignore",
+        ".dockerignore",
+        "app.log",
+    ]
+    .map(|name| std::fs::metadata(t.path(name)).unwrap().len());
+    assert_eq!(session.bytes, sizes.iter().sum::<u64>());
+    assert_eq!(ctx.ignore_file(), t.path("Dockerfile.dockerignore"));
+    let sources = ctx.session_sources();
+    let served: Vec<&str> = sources
+        .dockerfile
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(served, ["Dockerfile", "Dockerfile.dockerignore"]);
+}

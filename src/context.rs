@@ -388,46 +388,78 @@ impl Context {
     /// from outside) what the docker CLI's `AddDockerfileToBuildContext`
     /// adds: the Dockerfile under its own name, mode 0600, and its name
     /// appended to `.dockerignore` (created when there is none), so that the
-    /// engine drops it from the context after reading it.
+    /// engine drops it from the context after reading it. With the
+    /// Dockerfile's own ignore file, the tar's `.dockerignore` is the one
+    /// of [`classic_dockerignore`].
     fn entries(&self, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
         let mut had_dockerignore = false;
+        let own = self.own_ignore.is_some();
         self.walk(&mut |mut entry| {
-            if self.outside
+            if (self.outside || own)
                 && entry.rel == dockerignore::FILE_NAME.as_bytes()
                 && let Kind::File(Source::Open(file, path)) = &mut entry.kind
             {
                 let mut text = Vec::new();
                 file.read_to_end(&mut text)
                     .map_err(|e| unreadable(path, e))?;
-                text.extend_from_slice(format!("\n{}\n", self.dockerfile_in_tar).as_bytes());
+                let text = match own {
+                    true => classic_dockerignore(
+                        Some(&text),
+                        &self.session_ignore,
+                        &self.dockerfile_in_tar,
+                        self.outside,
+                    )
+                    .unwrap_or(text),
+                    false => {
+                        text.extend_from_slice(
+                            format!("\n{}\n", self.dockerfile_in_tar).as_bytes(),
+                        );
+                        text
+                    }
+                };
                 entry.kind = Kind::File(Source::Memory(text));
                 had_dockerignore = true;
             }
             visit(entry)
         })?;
-        if !self.outside {
+        if !self.outside && !own {
             return Ok(());
         }
-        let text = fs::read(&self.dockerfile).map_err(|e| unreadable(&self.dockerfile, e))?;
         let mtime = fs::metadata(&self.dockerfile)
             .map(|m| mtime(&m))
             .map_err(|e| unreadable(&self.dockerfile, e))?;
-        visit(Entry {
-            rel: self.dockerfile_in_tar.as_bytes(),
-            mode: 0o600,
-            mtime,
-            kind: Kind::File(Source::Memory(text)),
-        })?;
+        if self.outside {
+            let text = fs::read(&self.dockerfile).map_err(|e| unreadable(&self.dockerfile, e))?;
+            visit(Entry {
+                rel: self.dockerfile_in_tar.as_bytes(),
+                mode: 0o600,
+                mtime,
+                kind: Kind::File(Source::Memory(text)),
+            })?;
+        }
         // A `.dockerignore` that is not a regular file (a symlink, say) is
         // sent as it is, and no second one is made.
         let dot_dockerignore = self.dir.join(dockerignore::FILE_NAME);
-        if !had_dockerignore && fs::symlink_metadata(&dot_dockerignore).is_err() {
-            let text = format!("{}\n{}\n", dockerignore::FILE_NAME, self.dockerfile_in_tar);
+        if had_dockerignore || fs::symlink_metadata(&dot_dockerignore).is_ok() {
+            return Ok(());
+        }
+        let text = match own {
+            true => classic_dockerignore(
+                None,
+                &self.session_ignore,
+                &self.dockerfile_in_tar,
+                self.outside,
+            ),
+            false => Some(
+                format!("{}\n{}\n", dockerignore::FILE_NAME, self.dockerfile_in_tar).into_bytes(),
+            ),
+        };
+        if let Some(text) = text {
             visit(Entry {
                 rel: dockerignore::FILE_NAME.as_bytes(),
                 mode: 0o600,
                 mtime,
-                kind: Kind::File(Source::Memory(text.into_bytes())),
+                kind: Kind::File(Source::Memory(text)),
             })?;
         }
         Ok(())
@@ -445,6 +477,61 @@ impl Context {
         };
         walker.dir(&self.dir, &MatchInfo::default(), false)
     }
+}
+
+/// The `.dockerignore` of a classic build's tar when the Dockerfile has its
+/// own ignore file (`own`, its rules): the engine reads the tar's
+/// `.dockerignore` only to decide whether to drop the Dockerfile and
+/// `.dockerignore` from the context after reading them (moby's
+/// `removeDockerfile`), so where the real one (`real`) would decide
+/// otherwise than the own file, a line is appended that gives the own
+/// file's answer, as the docker CLI appends a Dockerfile from outside. A
+/// real `.dockerignore` that the own rules leave out, or none, becomes one
+/// that drops itself. `None`: the real one goes as it is, or none is
+/// needed.
+pub fn classic_dockerignore(
+    real: Option<&[u8]>,
+    own: &Dockerignore,
+    dockerfile_in_tar: &str,
+    outside: bool,
+) -> Option<Vec<u8>> {
+    let drop_dockerfile = outside || own.excludes(dockerfile_in_tar);
+    let dockerfile_line = |drop: bool| match drop {
+        true => format!("{dockerfile_in_tar}\n"),
+        false => format!("!{dockerfile_in_tar}\n"),
+    };
+    let Some(real) = real.filter(|_| !own.excludes(dockerignore::FILE_NAME)) else {
+        if real.is_none() && !drop_dockerfile {
+            return None;
+        }
+        let mut text = format!("{}\n", dockerignore::FILE_NAME);
+        if drop_dockerfile {
+            text.push_str(&dockerfile_line(true));
+        }
+        return Some(text.into_bytes());
+    };
+    // What the real rules decide; unreadable ones decide nothing for sure.
+    let rules = Dockerignore::parse(Path::new(dockerignore::FILE_NAME), real).ok();
+    let mut lines = String::new();
+    if rules
+        .as_ref()
+        .is_none_or(|r| r.excludes(dockerignore::FILE_NAME))
+    {
+        lines.push_str(&format!("!{}\n", dockerignore::FILE_NAME));
+    }
+    if rules
+        .as_ref()
+        .is_none_or(|r| r.excludes(dockerfile_in_tar) != drop_dockerfile)
+    {
+        lines.push_str(&dockerfile_line(drop_dockerfile));
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let mut text = real.to_vec();
+    text.push(b'\n');
+    text.extend_from_slice(lines.as_bytes());
+    Some(text)
 }
 
 /// `<dockerfile>.dockerignore`: the ignore file of one Dockerfile.

@@ -1092,3 +1092,65 @@ fn the_session_count_leaves_out_what_the_rules_leave_out() {
         .collect();
     assert_eq!(served, ["Dockerfile", "Dockerfile.dockerignore"]);
 }
+
+/// The classic builder drops the Dockerfile and `.dockerignore` after
+/// reading them when the tar's `.dockerignore` says so: with the
+/// Dockerfile's own ignore file, lines are appended only where the real
+/// file would decide otherwise.
+#[test]
+fn the_classic_tar_s_dockerignore_gives_the_own_file_s_answer() {
+    let rules = |text: &str| {
+        hoist::dockerignore::Dockerignore::parse(Path::new("x"), text.as_bytes()).unwrap()
+    };
+    let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8(b).unwrap());
+    let dockerignore = context::classic_dockerignore;
+    // The real file already agrees: sent as it is.
+    assert_eq!(
+        text(dockerignore(
+            Some(b"notes.md\n"),
+            &rules("secret\n"),
+            "svc/Dockerfile",
+            false
+        )),
+        None
+    );
+    // The own file drops the Dockerfile, the real one does not.
+    assert_eq!(
+        text(dockerignore(
+            Some(b"notes.md"),
+            &rules("svc/Dockerfile\n"),
+            "svc/Dockerfile",
+            false
+        )),
+        Some("notes.md\nsvc/Dockerfile\n".to_string())
+    );
+    // The real one drops both, the own one keeps both.
+    assert_eq!(
+        text(dockerignore(
+            Some(b"svc/\n.dockerignore\n"),
+            &rules("x\n"),
+            "svc/Dockerfile",
+            false
+        )),
+        Some("svc/\n.dockerignore\n\n!.dockerignore\n!svc/Dockerfile\n".to_string())
+    );
+    // The own file drops `.dockerignore`: whatever it held, it drops itself.
+    assert_eq!(
+        text(dockerignore(
+            Some(b"x\n"),
+            &rules(".dockerignore\nsvc/Dockerfile\n"),
+            "svc/Dockerfile",
+            false
+        )),
+        Some(".dockerignore\nsvc/Dockerfile\n".to_string())
+    );
+    // None in the context: one is made only to drop the Dockerfile.
+    assert_eq!(
+        text(dockerignore(None, &rules("x\n"), "svc/Dockerfile", false)),
+        None
+    );
+    assert_eq!(
+        text(dockerignore(None, &rules("x\n"), ".hoist-dockerfile", true)),
+        Some(".dockerignore\n.hoist-dockerfile\n".to_string())
+    );
+}

@@ -299,6 +299,22 @@ fn names(listing: &Listing) -> BTreeSet<String> {
         .collect()
 }
 
+/// The content of one regular file of `image` (`path` without a leading
+/// `/`), through a container that is never started.
+fn image_file(image: &str, path: &str) -> Vec<u8> {
+    let created = try_docker(&[], &["create", image, "x"]);
+    assert!(created.status.success(), "docker create {image}");
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let copied = try_docker(&[], &["cp", &format!("{id}:/{path}"), "-"]);
+    let _ = try_docker(&[], &["rm", &id]);
+    assert!(copied.status.success(), "docker cp {image}:/{path}");
+    let mut archive = tar::Archive::new(copied.stdout.as_slice());
+    let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+    let mut content = Vec::new();
+    entry.read_to_end(&mut content).unwrap();
+    content
+}
+
 /// The entries of `image` under `dir` (e.g. `ctx`), read from `docker save`
 /// (streamed: layers are not held in memory), its layers applied in order.
 fn listing(image: &str, dir: &str) -> Listing {
@@ -1084,6 +1100,76 @@ fn the_dockerfile_s_own_ignore_file_wins_with_both_builders() {
     }
 }
 
+/// Whether the Dockerfile and `.dockerignore` end up in the image is the
+/// Dockerfile's own ignore file's call, with both builders, whatever the
+/// context's `.dockerignore` (here saying the opposite) would decide. The
+/// classic builder reads the tar's `.dockerignore` to drop them, so hoist
+/// appends lines to it that give the own file's answer; BuildKit's image
+/// keeps the real `.dockerignore` byte for byte.
+#[test]
+fn the_dockerfile_s_own_ignore_file_decides_whether_the_dockerfile_is_in() {
+    if !require_engine() {
+        return;
+    }
+    let context_rules = "svc/Dockerfile\n.dockerignore\nkeep.txt\n";
+    for (own_rules, dockerfile_in, dockerignore_in) in [
+        ("svc/Dockerfile*\n.dockerignore\n", false, false),
+        ("svc/Dockerfile\n", false, true),
+        ("secret.env\n", true, true),
+    ] {
+        let project = Project::new();
+        let repo = project.root().join("repo");
+        write(&repo, "svc/Dockerfile", COPY_ALL);
+        write(&repo, "svc/Dockerfile.dockerignore", own_rules);
+        write(&repo, ".dockerignore", context_rules);
+        write(&repo, "keep.txt", "keep");
+        write(&repo, "secret.env", "secret");
+        for builder in ["buildkit", "classic"] {
+            project.build("repo", "repo/svc/Dockerfile", builder);
+            let listing = listing(&project.image(), "ctx");
+            let names = names(&listing);
+            let what = format!("{builder}, own rules {own_rules:?}");
+            assert_eq!(
+                names.contains("svc/Dockerfile"),
+                dockerfile_in,
+                "{what}: {names:?}"
+            );
+            assert_eq!(
+                names.contains(".dockerignore"),
+                dockerignore_in,
+                "{what}: {names:?}"
+            );
+            assert!(
+                names.contains("keep.txt"),
+                "{what}: the context's rules do not count"
+            );
+            assert_eq!(
+                names.contains("secret.env"),
+                own_rules != "secret.env\n",
+                "{what}"
+            );
+            let kept = listing
+                .iter()
+                .find(|(path, _)| path.as_slice() == b".dockerignore");
+            if let Some((_, item)) = kept {
+                let image_text = image_file(&project.image(), "ctx/.dockerignore");
+                assert!(
+                    image_text.starts_with(context_rules.as_bytes()),
+                    "{what}: the real .dockerignore first: {:?}",
+                    String::from_utf8_lossy(&image_text)
+                );
+                if builder == "buildkit" {
+                    assert_eq!(
+                        item.digest,
+                        digest_of(&repo.join(".dockerignore")),
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// COPY lines that name parts of the context (a directory, a symlink to a
 /// file elsewhere, wildcards, a path through a symlinked directory): the
 /// engine asks for those paths only (follow paths, symlinks resolved), so
@@ -1278,7 +1364,8 @@ fn a_rebuild_sends_only_what_changed() {
          the COPY takes whole, and as the Dockerfile\n{log}"
     );
     assert!(
-        log.contains(&format!("context: sent {files} files, ")),
+        log.lines()
+            .any(|l| l.contains("context: sent ") && l.ends_with(&format!(" in {files} files"))),
         "the build log says what was sent: {log}"
     );
 
@@ -1405,4 +1492,74 @@ fn node_modules_is_not_sent() {
         item(&app, "src/index.js").digest,
         digest_of(&ctx.join("src/index.js"))
     );
+}
+
+/// Two images from one root, one copying a directory and one everything,
+/// each keep their own transfer in BuildKit (one session shared key per
+/// image): rebuilt with nothing changed, neither sends anything. Under one
+/// key for the directory (as the CLI derives it), each transfer trimmed the
+/// kept copy to its own files, and the image copying everything sent its
+/// whole context on every rebuild.
+#[test]
+fn two_images_from_one_root_keep_their_own_transfers() {
+    if !require_engine() {
+        return;
+    }
+    let project = Project::new();
+    let other = format!("{}-all", project.name);
+    let _other_tags = [
+        TempImage::new(format!("{other}:staging-0123456")),
+        TempImage::new(format!("{other}:staging-latest")),
+    ];
+    let root = project.root().join("repo");
+    write(&root, "web/Dockerfile", "FROM scratch\nCOPY web/ /web/\n");
+    write(&root, "all/Dockerfile", COPY_ALL);
+    write(&root, "web/index.js", "web");
+    big_file(&root.join("node_modules/big.bin"), 4 * MIB, 7);
+    fs::write(
+        project.root().join("hoist.yaml"),
+        format!(
+            "images:\n  {}:\n    context: repo\n    dockerfile: repo/web/Dockerfile\n  {other}:\n    context: repo\n    dockerfile: repo/all/Dockerfile\n",
+            project.name
+        ),
+    )
+    .unwrap();
+    let build = || {
+        let out = hoist(
+            project.root(),
+            &["build", "--sha", SHA, "--no-cache", "--format", "json"],
+            &[],
+        );
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "hoist build: {log}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let by_name = |name: &str| {
+            let image = report["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["name"] == name)
+                .unwrap_or_else(|| panic!("{name} in {report}"));
+            sent(image)
+        };
+        (by_name(&project.name), by_name(&other), log)
+    };
+    let (_, (_, all_bytes), log) = build();
+    assert!(
+        all_bytes >= 4 * MIB,
+        "the first build sends everything\n{log}"
+    );
+    for round in 1..=2 {
+        let (web, all, log) = build();
+        assert_eq!(
+            web,
+            (0, 0),
+            "round {round}: the web image sent nothing\n{log}"
+        );
+        assert_eq!(
+            all,
+            (0, 0),
+            "round {round}: the whole-root image sent nothing\n{log}"
+        );
+    }
 }

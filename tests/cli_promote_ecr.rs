@@ -18,7 +18,7 @@ use aws_sdk_ecr::types::{
     ImageIdentifier, ImageTagMutability, ImageTagMutabilityExclusionFilter,
     ImageTagMutabilityExclusionFilterType,
 };
-use common::ecr::{digest_of_tag, docker_manifest, sdk, seed, tags_of};
+use common::ecr::{created, digest_of_tag, docker_manifest, sdk, seed, tags_of};
 use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
 use common::proxy::{FaultProxy, Request, Verdict};
 use common::{git, hoist};
@@ -150,14 +150,15 @@ impl Ecr {
                 .collect()
         });
         self.runtime.block_on(async {
-            self.sdk
-                .create_repository()
-                .repository_name(repository(image))
-                .image_tag_mutability(mutability)
-                .set_image_tag_mutability_exclusion_filters(filters)
-                .send()
-                .await
-                .unwrap()
+            created(
+                self.sdk
+                    .create_repository()
+                    .repository_name(repository(image))
+                    .image_tag_mutability(mutability)
+                    .set_image_tag_mutability_exclusion_filters(filters)
+                    .send()
+                    .await,
+            )
         });
     }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::ecr::{digest_of_tag, docker_manifest, sdk, seed};
+use common::ecr::{created, digest_of_tag, docker_manifest, sdk, seed};
 use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
 use common::proxy::FaultProxy;
 use common::{git, hoist};
@@ -75,12 +75,13 @@ fn a_published_commit_is_a_no_op_and_staging_latest_moves_registry_side() {
     for name in IMAGES {
         let repository = format!("molecule-ai/{name}");
         runtime.block_on(async {
-            client
-                .create_repository()
-                .repository_name(&repository)
-                .send()
-                .await
-                .unwrap();
+            created(
+                client
+                    .create_repository()
+                    .repository_name(&repository)
+                    .send()
+                    .await,
+            );
             let older = seed(
                 &client,
                 &repository,
@@ -176,12 +177,13 @@ fn throttling_is_retried_and_counted_in_the_report() {
     for name in IMAGES {
         let repository = format!("molecule-ai/{name}");
         runtime.block_on(async {
-            client
-                .create_repository()
-                .repository_name(&repository)
-                .send()
-                .await
-                .unwrap();
+            created(
+                client
+                    .create_repository()
+                    .repository_name(&repository)
+                    .send()
+                    .await,
+            );
             seed(
                 &client,
                 &repository,

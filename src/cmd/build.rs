@@ -117,7 +117,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: BuildArgs, ci: &Ci) -> 
         build_all(&engine, &plan, contexts, settings, ci).await
     })?;
     warn_sent(&results, &sizes, ci);
-    report(&plan, &results, &sizes, args.format, ci)
+    report(&plan, &results, args.format, ci)
 }
 
 /// `--build-arg KEY=VALUE` and `--build-arg KEY` (the value from the
@@ -183,9 +183,11 @@ fn is_arg_name(name: &str) -> bool {
 pub(super) fn scan_all(contexts: &[Context], builder: Builder) -> Result<Vec<Summary>> {
     let mut sizes: Vec<Summary> = Vec::with_capacity(contexts.len());
     for (index, context) in contexts.iter().enumerate() {
-        // A Dockerfile from outside is part of what its own context sends.
+        // A Dockerfile from outside is part of what its own context sends;
+        // a Dockerfile's own ignore file makes the context its own too.
         let same = |other: &Context| {
             other.dir() == context.dir()
+                && other.ignore_file() == context.ignore_file()
                 && !other.dockerfile_is_outside()
                 && !context.dockerfile_is_outside()
         };
@@ -627,11 +629,7 @@ async fn build_one(
             }
         }
     };
-    print(format!(
-        "context: sent {} files, {}",
-        sent.files,
-        human_bytes(sent.bytes)
-    ));
+    print(format!("context: sent {}", sent_text(&sent)));
     let mut smoke = "none";
     if let Some(gate) = &image.smoke {
         print(format!(
@@ -709,13 +707,7 @@ struct Document<'a> {
     images: &'a [BuiltImage],
 }
 
-fn report(
-    plan: &Plan,
-    results: &[BuiltImage],
-    sizes: &[Summary],
-    format: Format,
-    ci: &Ci,
-) -> Result<u8> {
+fn report(plan: &Plan, results: &[BuiltImage], format: Format, ci: &Ci) -> Result<u8> {
     match format {
         Format::Json => {
             let document = Document {
@@ -730,15 +722,14 @@ fn report(
             let mut text = String::new();
             for result in results {
                 text.push_str(&format!(
-                    "built {} {} in {:.1}s ({}/{} steps cached, smoke {}, context sent: {} files, {})\n",
+                    "built {} {} in {:.1}s ({}/{} steps cached, smoke {}, context sent: {})\n",
                     result.name,
                     short_id(&result.image_id),
                     result.seconds,
                     result.cached_steps,
                     result.steps,
                     result.smoke,
-                    result.context_sent.files,
-                    human_bytes(result.context_sent.bytes)
+                    sent_text(&result.context_sent)
                 ));
                 for tag in &result.tags {
                     text.push_str(&format!("  {tag}\n"));
@@ -754,7 +745,7 @@ fn report(
     let mut summary = String::from(
         "### hoist build\n\n| image | id | tags | context sent | time | cached |\n|---|---|---|---|---|---|\n",
     );
-    for (result, size) in results.iter().zip(sizes) {
+    for result in results {
         summary.push_str(&format!(
             "| {} | {} | {} | {} | {:.1} s | {}/{} |\n",
             markdown(&result.name),
@@ -765,7 +756,7 @@ fn report(
                 .map(|t| markdown_code(t))
                 .collect::<Vec<_>>()
                 .join("<br>"),
-            sent_cell(&result.context_sent, size),
+            sent_text(&result.context_sent),
             result.seconds,
             result.cached_steps,
             result.steps
@@ -785,23 +776,22 @@ pub(super) fn warn_sent(results: &[BuiltImage], sizes: &[Summary], ci: &Ci) {
             continue;
         }
         ci.warn(&format!(
-            "{}: the build read {} of context in {} files; list what the image does not need in {}",
+            "{}: the engine asked for {} of context; list what the image does not need in {}",
             result.name,
-            human_bytes(sent.bytes),
-            sent.files,
+            sent_text(sent),
             result.ignore_file.display()
         ));
     }
 }
 
-/// `1.0 MiB in 12 files (of 300.0 MiB)`: what was sent, and the whole
-/// context when the engine asked for less.
-pub(super) fn sent_cell(sent: &Sent, whole: &Summary) -> String {
-    let mut cell = format!("{} in {} files", human_bytes(sent.bytes), sent.files);
-    if whole.entries > 0 && (sent.bytes < whole.bytes || sent.files < whole.files) {
-        cell.push_str(&format!(" (of {})", human_bytes(whole.bytes)));
-    }
-    cell
+/// `1.0 MiB in 12 files`: what of a context was sent.
+pub(super) fn sent_text(sent: &Sent) -> String {
+    format!(
+        "{} in {} file{}",
+        human_bytes(sent.bytes),
+        sent.files,
+        if sent.files == 1 { "" } else { "s" }
+    )
 }
 
 pub(super) fn short_id(id: &str) -> &str {

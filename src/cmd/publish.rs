@@ -9,7 +9,7 @@
 
 use super::build::{
     BuiltImage, DryRun, Sent, build_all, builder_name, describe, inputs, read_tree, scan_all,
-    short_id, warn_sent,
+    sent_text, short_id, warn_sent,
 };
 use super::changes::{PushSource, decide};
 use crate::build::Builder;
@@ -906,10 +906,9 @@ fn report(
                 let how = if image.built {
                     let sent = image.context_sent.unwrap_or_default();
                     format!(
-                        "built in {:.1} s with {} in {} files of context, pushed in {:.1} s",
+                        "built in {:.1} s with {} of context, pushed in {:.1} s",
                         image.build_seconds,
-                        human_bytes(sent.bytes),
-                        sent.files,
+                        sent_text(&sent),
                         image.push_seconds
                     )
                 } else {
@@ -975,10 +974,9 @@ fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> Str
             if image.built {
                 let sent = image.context_sent.unwrap_or_default();
                 format!(
-                    "{:.1} s ({} in {} files of context)",
+                    "{:.1} s ({} of context)",
                     image.build_seconds,
-                    human_bytes(sent.bytes),
-                    sent.files
+                    sent_text(&sent)
                 )
             } else {
                 "already published".to_string()

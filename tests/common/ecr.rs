@@ -42,12 +42,33 @@ pub async fn create_repository(
     name: &str,
     mutability: ImageTagMutability,
 ) {
-    sdk.create_repository()
-        .repository_name(name)
-        .image_tag_mutability(mutability)
-        .send()
-        .await
-        .unwrap();
+    created(
+        sdk.create_repository()
+            .repository_name(name)
+            .image_tag_mutability(mutability)
+            .send()
+            .await,
+    );
+}
+
+/// Checks a `CreateRepository` answer. "Already exists" counts as created:
+/// under load the SDK retries a create whose first attempt moto carried out
+/// but answered too late (seen in CI: the retry's answer was
+/// `RepositoryAlreadyExistsException`).
+pub fn created<T>(
+    result: Result<
+        T,
+        aws_sdk_ecr::error::SdkError<
+            aws_sdk_ecr::operation::create_repository::CreateRepositoryError,
+        >,
+    >,
+) {
+    if let Err(error) = result {
+        let exists = error
+            .as_service_error()
+            .is_some_and(|e| e.is_repository_already_exists_exception());
+        assert!(exists, "CreateRepository failed: {error:?}");
+    }
 }
 
 /// Seeds a Docker v2 manifest under a tag, as a push would; returns the

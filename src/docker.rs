@@ -229,13 +229,27 @@ impl Engine {
             });
         let followed = follow(image, stream, print).await;
         // A file hoist could not read explains a failed build better than
-        // the engine's message about a broken transfer.
+        // the engine's message about a broken transfer; and a build that
+        // succeeded with such a file holds what the tree never held.
         let errors = session.errors();
         let (image_id, log) = match followed {
             Err(error) if !errors.is_empty() => {
                 return Err(errors
                     .into_iter()
                     .fold(error, |error, cause| error.caused_by(cause)));
+            }
+            Ok(_) if !errors.is_empty() => {
+                let _ = self.untag(&image.tags[0]).await;
+                let error = Error::failed(format!(
+                    "{}: the build context changed while it was sent",
+                    image.name
+                ));
+                return Err(errors
+                    .into_iter()
+                    .fold(error, |error, cause| error.caused_by(cause))
+                    .hint(
+                        "the image was untagged; build again once nothing writes to the context",
+                    ));
             }
             other => other?,
         };

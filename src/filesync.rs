@@ -767,7 +767,8 @@ pub fn diff_copy(
     tally: Arc<Tally>,
 ) -> mpsc::Receiver<Result<Packet, Status>> {
     let (out, packets) = mpsc::channel(PACKETS_IN_FLIGHT);
-    let files: Arc<Mutex<HashMap<u32, PathBuf>>> = Arc::default();
+    // Listed files by id: where to read them, and the size listed.
+    let files: Arc<Mutex<HashMap<u32, (PathBuf, u64)>>> = Arc::default();
 
     // The listing.
     {
@@ -778,7 +779,7 @@ pub fn diff_copy(
                 if let Some(path) = entry.content
                     && let Ok(mut files) = files.lock()
                 {
-                    files.insert(id, path);
+                    files.insert(id, (path, entry.stat.size.max(0) as u64));
                 }
                 id += 1;
                 tally.listed.fetch_add(1, Ordering::Relaxed);
@@ -809,7 +810,7 @@ pub fn diff_copy(
     }
 
     // The file senders, fed by the engine's requests.
-    let (queue, jobs) = std::sync::mpsc::channel::<(u32, PathBuf)>();
+    let (queue, jobs) = std::sync::mpsc::channel::<(u32, (PathBuf, u64))>();
     let jobs = Arc::new(Mutex::new(jobs));
     for _ in 0..FILE_SENDERS {
         let (out, jobs, tally) = (out.clone(), jobs.clone(), tally.clone());
@@ -819,8 +820,10 @@ pub fn diff_copy(
                     Ok(jobs) => jobs.recv(),
                     Err(_) => return,
                 };
-                let Ok((id, path)) = job else { return };
-                if send_file(id, &path, &out, &tally).is_err() {
+                let Ok((id, (path, listed))) = job else {
+                    return;
+                };
+                if send_file(id, &path, listed, &out, &tally).is_err() {
                     return;
                 }
             }
@@ -843,11 +846,11 @@ pub fn diff_copy(
             };
             match packet.kind {
                 kind::REQ => {
-                    let path = files.lock().ok().and_then(|mut f| f.remove(&packet.id));
-                    match path {
-                        Some(path) => {
+                    let wanted = files.lock().ok().and_then(|mut f| f.remove(&packet.id));
+                    match wanted {
+                        Some(wanted) => {
                             tally.files.fetch_add(1, Ordering::Relaxed);
-                            let _ = queue.send((packet.id, path));
+                            let _ = queue.send((packet.id, wanted));
                         }
                         None => {
                             let message = format!("invalid file id {}", packet.id);
@@ -887,11 +890,15 @@ pub fn diff_copy(
 }
 
 /// Sends one file as `DATA` packets and the empty one that ends it. A file
-/// that cannot be opened any more goes empty, as fsutil sends it. `Err`
-/// when the engine is gone.
+/// that cannot be opened any more goes empty, as fsutil sends it; that, or
+/// another size than the `listed` one (the file changed while the engine
+/// read it), is a failure of the transfer: fsutil does not notice, and the
+/// image then holds a file the tree never had. `Err` when the engine is
+/// gone.
 fn send_file(
     id: u32,
     path: &Path,
+    listed: u64,
     out: &mpsc::Sender<Result<Packet, Status>>,
     tally: &Tally,
 ) -> Result<(), ()> {
@@ -901,26 +908,37 @@ fn send_file(
         data,
         ..Packet::default()
     };
-    if let Ok(mut file) = File::open(path) {
-        // Buffers sized to what is left of the file: a fresh 1 MiB buffer
-        // for each small file cost more CPU than sending it (the allocator
-        // zeroes what it hands out again).
-        let mut left = file.metadata().map_or(0, |m| m.len());
-        loop {
-            let want = left.clamp(MIN_READ as u64, DATA_CHUNK as u64) as usize;
-            let mut chunk = Vec::with_capacity(want);
-            let read = match (&mut file).take(want as u64).read_to_end(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    tally.failed(format!("cannot read {}: {e}", path.display()));
-                    break;
-                }
-            };
-            left = left.saturating_sub(read as u64);
-            tally.bytes.fetch_add(read as u64, Ordering::Relaxed);
-            out.blocking_send(Ok(data(Bytes::from(chunk))))
-                .map_err(|_| ())?;
+    let mut sent = 0;
+    match File::open(path) {
+        Err(e) => tally.failed(format!("cannot read {}: {e}", path.display())),
+        Ok(mut file) => {
+            // Buffers sized to what is left of the file: a fresh 1 MiB buffer
+            // for each small file cost more CPU than sending it (the allocator
+            // zeroes what it hands out again).
+            let mut left = file.metadata().map_or(0, |m| m.len());
+            loop {
+                let want = left.clamp(MIN_READ as u64, DATA_CHUNK as u64) as usize;
+                let mut chunk = Vec::with_capacity(want);
+                let read = match (&mut file).take(want as u64).read_to_end(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        tally.failed(format!("cannot read {}: {e}", path.display()));
+                        break;
+                    }
+                };
+                left = left.saturating_sub(read as u64);
+                sent += read as u64;
+                tally.bytes.fetch_add(read as u64, Ordering::Relaxed);
+                out.blocking_send(Ok(data(Bytes::from(chunk))))
+                    .map_err(|_| ())?;
+            }
+            if sent != listed {
+                tally.failed(format!(
+                    "{} changed while the engine read it: {listed} bytes when listed, {sent} sent",
+                    path.display()
+                ));
+            }
         }
     }
     out.blocking_send(Ok(data(Bytes::new()))).map_err(|_| ())
@@ -1051,6 +1069,40 @@ mod tests {
         assert_eq!(by("s").0.mode & go::SYMLINK, go::SYMLINK);
         assert_eq!(by("s").0.linkname, b"f");
         assert_eq!((by("f").0.uid, by("f").0.gid), (0, 0));
+    }
+
+    #[test]
+    fn a_file_that_changed_since_it_was_listed_fails_the_transfer() {
+        let dir = tree(&[]);
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let (out, mut packets) = mpsc::channel(16);
+        let tally = Tally::default();
+        // Listed with 20 bytes; 10 are there now.
+        send_file(7, &path, 20, &out, &tally).unwrap();
+        drop(out);
+        let mut data = Vec::new();
+        while let Some(Ok(packet)) = packets.blocking_recv() {
+            assert_eq!((packet.kind, packet.id), (kind::DATA, 7));
+            data.push(packet.data);
+        }
+        assert_eq!(data, [Bytes::from_static(b"0123456789"), Bytes::new()]);
+        let errors = tally.errors.lock().unwrap().clone();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("changed while the engine read it: 20 bytes when listed, 10 sent"),
+            "{errors:?}"
+        );
+
+        // As listed: no error. Gone: sent empty, and an error.
+        let (out, _packets) = mpsc::channel(16);
+        let tally = Tally::default();
+        send_file(1, &path, 10, &out, &tally).unwrap();
+        assert!(tally.errors.lock().unwrap().is_empty());
+        send_file(2, &dir.path().join("gone"), 3, &out, &tally).unwrap();
+        let errors = tally.errors.lock().unwrap().clone();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("cannot read "), "{errors:?}");
     }
 
     #[test]

@@ -693,7 +693,7 @@ impl Walker<'_, '_> {
 
 /// The names in `dir` and whether each is a directory (not following
 /// symlinks), in byte order as Go's `os.ReadDir` sorts them.
-fn read_names(dir: &Path) -> io::Result<Vec<(std::ffi::OsString, bool)>> {
+pub(crate) fn read_names(dir: &Path) -> io::Result<Vec<(std::ffi::OsString, bool)>> {
     let mut names = fs::read_dir(dir)?
         .map(|entry| {
             let entry = entry?;

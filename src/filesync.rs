@@ -29,10 +29,10 @@
 //! same as `bytes`, and Go sends names that are not UTF-8 as they are, so
 //! hoist defines the two messages itself instead of using prost `String`s.
 
+use crate::context::read_names;
 use crate::dockerignore::{self, Dockerignore, MatchInfo};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -570,19 +570,6 @@ fn device(rdev: u64) -> (i64, i64) {
         ((rdev >> 8) & 0xfff) as i64,
         ((rdev & 0xff) | ((rdev >> 12) & 0xfff00)) as i64,
     )
-}
-
-/// A directory's names in byte order, each with whether it is a directory
-/// (from the entry, not following symlinks), as Go's `os.ReadDir`.
-fn read_names(dir: &Path) -> io::Result<Vec<(OsString, bool)>> {
-    let mut names = fs::read_dir(dir)?
-        .map(|entry| {
-            let entry = entry?;
-            Ok((entry.file_name(), entry.file_type()?.is_dir()))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    names.sort();
-    Ok(names)
 }
 
 fn unreadable(path: &Path, cause: &io::Error) -> WalkError {

@@ -877,11 +877,11 @@ pub fn diff_copy(
 }
 
 /// Sends one file as `DATA` packets and the empty one that ends it. A file
-/// that cannot be opened any more goes empty, as fsutil sends it; that, or
-/// another size than the `listed` one (the file changed while the engine
-/// read it), is a failure of the transfer: fsutil does not notice, and the
-/// image then holds a file the tree never had. `Err` when the engine is
-/// gone.
+/// that cannot be opened goes empty, as fsutil sends it; that, when it was
+/// listed with bytes, or another size than the `listed` one (the file
+/// changed while the engine read it), is a failure of the transfer: fsutil
+/// does not notice, and the image then holds a file the tree never had.
+/// `Err` when the engine is gone.
 fn send_file(
     id: u32,
     path: &Path,
@@ -897,6 +897,9 @@ fn send_file(
     };
     let mut sent = 0;
     match File::open(path) {
+        // A socket is listed as an empty file (fsutil clears its type bit)
+        // and cannot be opened: empty is what was listed.
+        Err(_) if listed == 0 => {}
         Err(e) => tally.failed(format!("cannot read {}: {e}", path.display())),
         Ok(mut file) => {
             // Buffers sized to what is left of the file: a fresh 1 MiB buffer
@@ -1090,6 +1093,12 @@ mod tests {
         let errors = tally.errors.lock().unwrap().clone();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("cannot read "), "{errors:?}");
+        // Listed empty (a socket, which cannot be opened): sent empty, fine.
+        let socket = dir.path().join("socket");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let tally = Tally::default();
+        send_file(3, &socket, 0, &out, &tally).unwrap();
+        assert!(tally.errors.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -91,6 +91,11 @@ fn publishes_end_to_end_and_a_rerun_is_a_no_op() {
         assert_eq!(staging_latest(&registry, name).as_ref(), Some(digest));
         assert_eq!(first.image(name)["built"], true);
         assert_eq!(first.image(name)["staging_latest"]["action"], "moved");
+        // BuildKit's session: the engine asked for what the Dockerfile copies.
+        let sent = &first.image(name)["context_sent"];
+        assert_eq!(sent["route"], "session", "{}", first.describe());
+        assert!(sent["files"].as_u64().unwrap() > 0, "{}", first.describe());
+        assert!(sent["bytes"].as_u64().unwrap() > 0, "{}", first.describe());
     }
     // The dependencies were pre-cloned into the bundle dir, and shipped.
     let bundle = repo.path().join(".tenant-bundle-deps");
@@ -113,6 +118,7 @@ fn publishes_end_to_end_and_a_rerun_is_a_no_op() {
     assert_eq!(assert_published(&registry, &again, &sha), digests);
     for name in IMAGES {
         assert_eq!(again.image(name)["built"], false, "{}", again.describe());
+        assert!(again.image(name).get("context_sent").is_none(), "not built");
         assert_eq!(again.image(name)["staging_latest"]["action"], "in-place");
     }
     assert!(

@@ -1,12 +1,16 @@
 //! The build context: the directory tree that `docker build` sends the
-//! engine, filtered by `.dockerignore` and streamed as a tar, exactly as the
-//! docker CLI builds it (`archive.TarWithOptions` after
-//! `TrimBuildFilesFromExcludes`), so that an image built by hoist sees the
-//! same files as one built by hand. One walk serves both the tar writer and
-//! [`Context::scan`], which sizes the context for `--dry-run` and for the
-//! warning about a context that ships `.git` or `node_modules` to the
-//! daemon; [`Context::stream`] writes the tar on a thread into a small
-//! bounded channel, so a 1 GiB context costs a few hundred KiB of memory.
+//! engine. With the classic builder it is filtered by `.dockerignore` and
+//! streamed as a tar, exactly as the docker CLI builds it
+//! (`archive.TarWithOptions` after `TrimBuildFilesFromExcludes`), so that an
+//! image built by hoist sees the same files as one built by hand; with
+//! BuildKit, a session serves it ([`Context::session_sources`],
+//! [`crate::session`]). The ignore file in force is the Dockerfile's own
+//! (`<Dockerfile>.dockerignore`) when there is one, else the context's. One
+//! walk serves both the tar writer and [`Context::scan`], which sizes the
+//! context for `--dry-run` and for the warning about a context that ships
+//! `.git` or `node_modules` to the daemon; [`Context::stream`] writes the
+//! tar on a thread into a small bounded channel, so a 1 GiB context costs a
+//! few hundred KiB of memory.
 
 use crate::dockerignore::{self, Dockerignore, MatchInfo};
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
-//! The Docker engine, through bollard: connect, build an image from a
-//! streamed context, tag it, and run its smoke gate.
+//! The Docker engine, through bollard: connect, build an image (its context
+//! a streamed tar, or with BuildKit served by hoist's own session, see
+//! [`crate::session`]), tag it, and run its smoke gate.
 //!
 //! Nothing here shells out to the docker command line: the engine is reached
 //! at `DOCKER_HOST` (unix or tcp) or the default socket, with the API version

@@ -69,6 +69,16 @@ pub fn commit_sha(repo: &Repository, rev: &str) -> Result<String> {
         .and_then(|o| o.peel_to_commit())
         .map(|c| c.id().to_string())
         .map_err(|e| {
+            // A repository just made with `git init`: HEAD names a branch
+            // that has no commit yet.
+            if rev == "HEAD"
+                && repo
+                    .head()
+                    .is_err_and(|h| h.code() == git2::ErrorCode::UnbornBranch)
+            {
+                return Error::input("this repository has no commits yet")
+                    .hint("commit first, or pass the commit to label the images with --sha");
+            }
             Error::input(format!("'{rev}' names no commit of this repository"))
                 .caused_by(e.message())
                 .hint("pass a commit sha with --sha, or fetch the commit first")

@@ -635,3 +635,30 @@ fn bad_input_and_an_unreachable_engine() {
         stderr(&out)
     );
 }
+
+/// A repository made with `git init` and nothing committed yet: the build
+/// says so, rather than that `HEAD` names no commit.
+#[test]
+fn a_repository_without_commits_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = std::process::Command::new("git")
+        .args(["init", "-q", "."])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(init.success());
+    std::fs::write(
+        dir.path().join("hoist.yaml"),
+        "images:\n  app:\n    dockerfile: Dockerfile\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    let out = hoist(dir.path(), &["build", "--dry-run"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("this repository has no commits yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--sha"), "{}", stderr(&out));
+}

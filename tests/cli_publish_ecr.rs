@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::ecr::{created, digest_of_tag, docker_manifest, sdk, seed};
+use aws_sdk_ecr::types::ImageTagMutability;
+use common::ecr::{create_repository, digest_of_tag, docker_manifest, sdk, seed};
 use common::moto::{ACCESS_KEY, ACCOUNT, Moto, REGION, SECRET_KEY};
 use common::proxy::FaultProxy;
 use common::{git, hoist};
@@ -75,13 +76,7 @@ fn a_published_commit_is_a_no_op_and_staging_latest_moves_registry_side() {
     for name in IMAGES {
         let repository = format!("molecule-ai/{name}");
         runtime.block_on(async {
-            created(
-                client
-                    .create_repository()
-                    .repository_name(&repository)
-                    .send()
-                    .await,
-            );
+            create_repository(&client, &repository, ImageTagMutability::Mutable).await;
             let older = seed(
                 &client,
                 &repository,
@@ -177,13 +172,7 @@ fn throttling_is_retried_and_counted_in_the_report() {
     for name in IMAGES {
         let repository = format!("molecule-ai/{name}");
         runtime.block_on(async {
-            created(
-                client
-                    .create_repository()
-                    .repository_name(&repository)
-                    .send()
-                    .await,
-            );
+            create_repository(&client, &repository, ImageTagMutability::Mutable).await;
             seed(
                 &client,
                 &repository,

@@ -13,6 +13,7 @@
 
 pub mod credentials;
 pub mod ecr;
+pub mod gzip;
 pub mod oci;
 pub mod retry;
 

@@ -20,6 +20,7 @@ pub mod dirty;
 pub mod docker;
 pub mod dockerignore;
 pub mod error;
+pub mod export;
 pub mod filesync;
 pub mod git;
 pub mod gitea;

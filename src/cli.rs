@@ -1,6 +1,7 @@
 //! The command tree.
 
 use crate::build::Builder;
+use crate::config::PushVia;
 use crate::dialect::Dialect;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -283,6 +284,18 @@ pub struct PublishArgs {
     /// How many dependencies to fetch at once.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+
+    /// Who uploads the images: hoist itself through the registry's API (parallel
+    /// compression, chunks, resume), or the engine (`docker push`) [default: HOIST_PUSH_VIA,
+    /// else `push.via` in hoist.yaml, else registry].
+    #[arg(long, value_enum, value_name = "VIA")]
+    pub push_via: Option<PushVia>,
+
+    /// Upload blobs in requests of at most this size, e.g. 90MiB behind a proxy that caps
+    /// request bodies near 100 MB [default: HOIST_PUSH_CHUNK_SIZE, else `push.chunk_size` in
+    /// hoist.yaml, else one request per blob].
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<String>,
 
     /// Print the whole plan (changes, deps, builds, pushes) without touching the engine,
     /// the network or any credential.

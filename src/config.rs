@@ -53,7 +53,52 @@ struct FileConfig {
     images: Option<BTreeMap<String, FileImage>>,
     /// Tags `hoist publish` writes beside `staging-<sha7>`, as templates.
     tags: Option<Vec<String>>,
+    /// How `hoist publish` pushes.
+    push: Option<FilePush>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePush {
+    via: Option<PushVia>,
+    /// A size (`90MiB`, `100MB`, `65536`), or `null` for one request per
+    /// blob.
+    chunk_size: Option<serde_yaml::Value>,
+    jobs: Option<usize>,
+}
+
+/// Who uploads the image: hoist itself through the distribution API, or
+/// the engine (`docker push`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PushVia {
+    Registry,
+    Engine,
+}
+
+impl PushVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushVia::Registry => "registry",
+            PushVia::Engine => "engine",
+        }
+    }
+}
+
+/// `push:` resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushConfig {
+    /// `push.via` (`HOIST_PUSH_VIA`, `--push-via`); default registry.
+    pub via: PushVia,
+    /// `push.chunk_size` (`HOIST_PUSH_CHUNK_SIZE`, `--chunk-size`), in
+    /// bytes: no request body is larger. `None`: one request per blob.
+    pub chunk_size: Option<u64>,
+    /// `push.jobs` (`HOIST_PUSH_JOBS`): blob uploads at once; default 4.
+    pub jobs: usize,
+}
+
+/// The default of `push.jobs`.
+pub const DEFAULT_PUSH_JOBS: usize = 4;
 
 /// One image of `images:` as written; every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +159,9 @@ pub struct Overrides {
     /// Token variable of the default provider.
     pub token_env: Option<String>,
     pub registry: Option<String>,
+    pub push_via: Option<PushVia>,
+    /// `--chunk-size` as given.
+    pub chunk_size: Option<String>,
 }
 
 /// The git providers the manifest's entries are cloned from.
@@ -156,6 +204,7 @@ pub struct Config {
     /// image's manifest beside `staging-<sha7>` (`${sha7}`, `${version}`,
     /// …; expanded by [`crate::build::extra_tags`]).
     pub tags: Vec<String>,
+    pub push: PushConfig,
 }
 
 /// How one image is built. Paths are resolved like every other path;
@@ -299,6 +348,13 @@ impl Config {
         let labels = parsed.labels.unwrap_or_default();
         check_labels("labels", &labels, file.as_deref())?;
         let images = images(root, parsed.images, file.as_deref())?;
+        let push = push_config(
+            parsed.push.unwrap_or_default(),
+            overrides.push_via,
+            overrides.chunk_size,
+            &env_value,
+            file.as_deref(),
+        )?;
         let dialect = overrides
             .dialect
             .or(parsed.dialect)
@@ -339,6 +395,7 @@ impl Config {
             labels,
             images,
             tags: parsed.tags.unwrap_or_default(),
+            push,
         })
     }
 }
@@ -498,6 +555,96 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(millis))
+}
+
+/// `push:` with the flags and `HOIST_PUSH_*` over it.
+fn push_config(
+    file: FilePush,
+    via: Option<PushVia>,
+    chunk_size: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    config: Option<&Path>,
+) -> Result<PushConfig> {
+    let where_file = config.map_or("hoist.yaml".to_string(), |p| p.display().to_string());
+    let via = match (via, env("HOIST_PUSH_VIA")) {
+        (Some(via), _) => via,
+        (None, Some(text)) => match text.trim() {
+            "registry" => PushVia::Registry,
+            "engine" => PushVia::Engine,
+            other => {
+                return Err(Error::input(format!(
+                    "HOIST_PUSH_VIA is '{other}', not registry or engine"
+                ))
+                .hint("unset it, or set it to registry (hoist uploads) or engine (docker push)"));
+            }
+        },
+        (None, None) => file.via.unwrap_or(PushVia::Registry),
+    };
+    let size = |text: &str, from: &str| {
+        parse_size(text).filter(|n| *n > 0).ok_or_else(|| {
+            Error::input(format!("{from} is '{text}', which is not a size"))
+                .hint("write a size in bytes or with a unit: 90MiB, 100MB, 512KiB, 65536")
+        })
+    };
+    let chunk_size = match (chunk_size, env("HOIST_PUSH_CHUNK_SIZE"), file.chunk_size) {
+        (Some(text), _, _) => Some(size(&text, "--chunk-size")?),
+        (None, Some(text), _) => Some(size(&text, "HOIST_PUSH_CHUNK_SIZE")?),
+        (None, None, None | Some(serde_yaml::Value::Null)) => None,
+        (None, None, Some(serde_yaml::Value::Number(n))) => Some(
+            size(&n.to_string(), &format!("push.chunk_size in {where_file}"))?,
+        ),
+        (None, None, Some(serde_yaml::Value::String(text))) => {
+            Some(size(&text, &format!("push.chunk_size in {where_file}"))?)
+        }
+        (None, None, Some(_)) => {
+            return Err(Error::input(format!(
+                "push.chunk_size in {where_file} is not a size"
+            ))
+            .hint("write a size in bytes or with a unit: 90MiB, 100MB, 512KiB, 65536"));
+        }
+    };
+    let jobs = match env("HOIST_PUSH_JOBS") {
+        Some(text) => text.trim().parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| {
+            Error::input(format!("HOIST_PUSH_JOBS is '{text}', not a number from 1 to 64"))
+        })?,
+        None => match file.jobs {
+            Some(jobs) if !(1..=64).contains(&jobs) => {
+                return Err(Error::input(format!(
+                    "push.jobs in {where_file} is {jobs}, not a number from 1 to 64"
+                )));
+            }
+            Some(jobs) => jobs,
+            None => DEFAULT_PUSH_JOBS,
+        },
+    };
+    Ok(PushConfig {
+        via,
+        chunk_size,
+        jobs,
+    })
+}
+
+/// A size: a whole number of bytes, or with a unit: `KB`, `MB`, `GB`
+/// (powers of 1000), `KiB`, `MiB`, `GiB` or `K`, `M`, `G` (powers of
+/// 1024, as the docker CLI reads `90m`), any case, a space allowed.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 /// `path` as seen from the current directory when given relative to `root`

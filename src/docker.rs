@@ -320,6 +320,33 @@ impl Engine {
             .ok_or_else(|| Error::failed(format!("the engine reports no id for image {name}")))
     }
 
+    /// What the export of a local image is checked against: its id (the
+    /// config digest) and `rootfs.diff_ids`.
+    pub async fn image_ids(&self, name: &str) -> Result<crate::export::ImageIds> {
+        let inspect = self
+            .docker
+            .inspect_image(name)
+            .await
+            .map_err(|e| Error::failed(format!("cannot inspect image {name}")).caused_by(e))?;
+        let config = inspect
+            .id
+            .ok_or_else(|| Error::failed(format!("the engine reports no id for image {name}")))?;
+        let diff_ids = inspect
+            .root_fs
+            .and_then(|root| root.layers)
+            .unwrap_or_default();
+        Ok(crate::export::ImageIds { config, diff_ids })
+    }
+
+    /// The image's export (`GET /images/{name}/get`, as `docker save`), as
+    /// it streams.
+    pub fn export(&self, name: &str) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+        let name = name.to_string();
+        self.docker.export_image(&name).map(move |item| {
+            item.map_err(|e| Error::failed(format!("cannot export image {name}")).caused_by(e))
+        })
+    }
+
     /// Tags a local image as `reference` (`repository:tag`).
     pub async fn tag(&self, image: &str, reference: &str) -> Result<()> {
         let (repo, tag) = split_reference(reference);

@@ -31,6 +31,7 @@ pub mod manifest;
 pub mod pattern;
 pub mod promote;
 pub mod publish;
+pub mod push;
 pub mod registry;
 pub mod secret;
 pub mod session;

@@ -7,6 +7,8 @@
 
 use crate::build::{self, ExtraTags};
 use crate::changes::Decision;
+use crate::config::{PushConfig, PushVia};
+use crate::context::human_bytes;
 use crate::deps::Job;
 use crate::dirty::DirtyImage;
 use crate::registry::Target;
@@ -84,6 +86,37 @@ pub struct RegistryStep {
     pub kind: &'static str,
     /// Create missing ECR repositories.
     pub create_repos: bool,
+    /// How the images are uploaded.
+    pub push: PushRoute,
+}
+
+/// How the images are uploaded: `push:` of hoist.yaml, resolved.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PushRoute {
+    /// `registry` (hoist uploads) or `engine` (`docker push`).
+    pub via: PushVia,
+    /// The largest request body in bytes; `null`: one request per blob.
+    pub chunk_size: Option<u64>,
+    /// Blob uploads at once.
+    pub jobs: usize,
+}
+
+impl PushRoute {
+    /// "hoist uploads, chunks of at most 90.0 MiB, 4 blobs at once", or
+    /// "the engine pushes (docker push)".
+    pub fn describe(&self) -> String {
+        match self.via {
+            PushVia::Engine => "the engine pushes (docker push)".to_string(),
+            PushVia::Registry => format!(
+                "hoist uploads, {}, {} blobs at once, layers compressed on every core",
+                match self.chunk_size {
+                    Some(size) => format!("chunks of at most {}", human_bytes(size)),
+                    None => "one request per blob".to_string(),
+                },
+                self.jobs
+            ),
+        }
+    }
 }
 
 /// One image's pushes.
@@ -116,6 +149,7 @@ pub fn plan(
     create_repos: bool,
     extra: ExtraTags,
     dirty: Vec<DirtyImage>,
+    push: PushConfig,
 ) -> Plan {
     let ExtraTags {
         tags: mut extra_tags,
@@ -165,6 +199,11 @@ pub fn plan(
             target: target.to_string(),
             kind: if target.ecr().is_some() { "ECR" } else { "OCI" },
             create_repos,
+            push: PushRoute {
+                via: push.via,
+                chunk_size: push.chunk_size,
+                jobs: push.jobs,
+            },
         },
         build,
         images,

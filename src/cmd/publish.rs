@@ -23,7 +23,11 @@ use crate::docker::{BuildSettings, Credentials, Engine, engine_credentials};
 use crate::error::{Error, Result};
 use crate::git;
 use crate::manifest;
-use crate::publish::{self, Changes, Existing, Latest, Plan, PushStep, STAGING_LATEST};
+use crate::config::PushVia;
+use crate::publish::{self, Changes, Existing, Latest, Plan, PushRoute, PushStep, STAGING_LATEST};
+use crate::push;
+use crate::registry::credentials::Source;
+use crate::registry::oci::Oci;
 use crate::registry::retry::Retries;
 use crate::registry::{Manifest, Missing, PushAuth, Registry, Target};
 use crate::secret::Secret;
@@ -38,6 +42,8 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     let overrides = Overrides {
         registry: args.registry.clone(),
         dialect: args.dialect,
+        push_via: args.push_via,
+        chunk_size: args.chunk_size.clone(),
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, env)?;
@@ -116,6 +122,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
         args.create_repos,
         extra,
         dirty,
+        config.push,
     );
 
     if args.dry_run {
@@ -454,6 +461,49 @@ struct Published {
     #[serde(skip_serializing_if = "Option::is_none")]
     context_sent: Option<Sent>,
     push_seconds: f64,
+    /// What hoist's own upload moved; absent when the engine pushed or
+    /// nothing was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload: Option<Uploaded>,
+}
+
+/// What hoist's upload of one image moved.
+#[derive(Debug, Clone, Serialize)]
+struct Uploaded {
+    /// Blob bytes sent (a resent chunk counts again).
+    bytes: u64,
+    /// Blobs uploaded, skipped (the repository held them) and mounted
+    /// (from a sibling repository).
+    blobs_uploaded: usize,
+    blobs_skipped: usize,
+    blobs_mounted: usize,
+    seconds: f64,
+}
+
+impl From<&push::Pushed> for Uploaded {
+    fn from(pushed: &push::Pushed) -> Uploaded {
+        Uploaded {
+            bytes: pushed.bytes_uploaded,
+            blobs_uploaded: pushed.blobs_uploaded,
+            blobs_skipped: pushed.blobs_skipped,
+            blobs_mounted: pushed.blobs_mounted,
+            seconds: pushed.seconds,
+        }
+    }
+}
+
+impl Uploaded {
+    /// "12.0 MiB in 2 blobs, 3 skipped, 1 mounted, 1.2 s".
+    fn describe(&self) -> String {
+        format!(
+            "{} in {} blob(s), {} skipped, {} mounted, {:.1} s",
+            human_bytes(self.bytes),
+            self.blobs_uploaded,
+            self.blobs_skipped,
+            self.blobs_mounted,
+            self.seconds
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -482,9 +532,35 @@ async fn push_all(
         Some(_) => Some(registry.push_auth().await?),
         None => None,
     };
+    let route = plan.registry.push;
+    // ECR's registry endpoint takes the token of GetAuthorizationToken as
+    // Basic auth: blobs go through the OCI client with it.
+    let ecr_blobs = match (registry, &auth, route.via) {
+        (Registry::Ecr(_), Some(auth), PushVia::Registry) => match &auth.login {
+            Some(login) => Some(Oci::with_login(
+                &Target::parse(&plan.registry.target)?,
+                login.clone(),
+                Source::EcrToken,
+            )?),
+            None => None,
+        },
+        _ => None,
+    };
+    let blobs = match (registry, &ecr_blobs) {
+        (Registry::Oci(oci), _) => Some(oci),
+        (Registry::Ecr(_), Some(oci)) => Some(oci),
+        (Registry::Ecr(_), None) => None,
+    };
+    let run = push::Run::new(push::Options {
+        chunk_size: route.chunk_size,
+        jobs: route.jobs,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    });
+    let repositories: Vec<String> = plan.images.iter().map(|i| i.repository.clone()).collect();
     let outcomes = join_all(plan.images.iter().map(|image| {
         let built = built.iter().find(|b| b.name == image.name);
         let auth = auth.as_ref();
+        let (run, repositories) = (&run, &repositories);
         async move {
             let mut lines = Vec::new();
             let sources = Sources {
@@ -493,6 +569,10 @@ async fn push_all(
                 auth,
                 retries,
                 root,
+                route,
+                run,
+                blobs,
+                repositories,
             };
             let outcome = publish_one(&sources, plan, image, built, &mut lines).await;
             (image.name.clone(), lines, outcome)
@@ -541,6 +621,13 @@ struct Sources<'a> {
     retries: &'a Retries,
     /// The repository whose history tells whether a commit is newer.
     root: &'a Path,
+    route: PushRoute,
+    /// What the images of the run share when hoist uploads.
+    run: &'a push::Run,
+    /// The OCI client blobs go through (ECR: with its token).
+    blobs: Option<&'a Oci>,
+    /// Every repository of the run, to mount shared layers from.
+    repositories: &'a [String],
 }
 
 async fn publish_one(
@@ -552,7 +639,43 @@ async fn publish_one(
 ) -> Result<Published> {
     let registry = sources.registry;
     let started = Instant::now();
+    let mut upload = None;
     let ours = match (built, sources.engine, sources.auth) {
+        (Some(built), Some(engine), Some(_)) if sources.route.via == PushVia::Registry => {
+            let blobs = sources.blobs.ok_or_else(|| {
+                Error::failed(format!(
+                    "hoist has no login to upload {} to the registry",
+                    image.staging_reference
+                ))
+                .hint("give AWS credentials, or push with the engine: --push-via engine")
+            })?;
+            let target = push::Target {
+                local: &built.image_id,
+                repository: &image.repository,
+                tag: &image.staging_tag,
+                siblings: sources.repositories,
+            };
+            let mut print = |line: String| lines.push(line);
+            let pushed =
+                push::push(sources.run, engine, blobs, registry, &target, &mut print).await?;
+            let manifest = read_back(registry, image, &image.staging_tag).await?;
+            if manifest.digest != pushed.manifest.digest {
+                return Err(Error::failed(format!(
+                    "{} names {} in the registry, but hoist wrote {}",
+                    image.staging_reference, manifest.digest, pushed.manifest.digest
+                ))
+                .hint("something else pushed the tag meanwhile; run again"));
+            }
+            let uploaded = Uploaded::from(&pushed);
+            lines.push(format!(
+                "pushed {} {} ({})",
+                image.staging_reference,
+                manifest.digest,
+                uploaded.describe()
+            ));
+            upload = Some(uploaded);
+            manifest
+        }
         (Some(_), Some(engine), Some(auth)) => {
             let mut print = |line: String| lines.push(line);
             let reported = engine
@@ -641,6 +764,7 @@ async fn publish_one(
         build_seconds: built.map_or(0.0, |b| b.seconds),
         context_sent: built.map(|b| b.context_sent),
         push_seconds,
+        upload,
     })
 }
 
@@ -786,18 +910,23 @@ fn dry_run(plan: &Plan, sizes: &[Summary], config: &Config, format: Format, ci: 
         text.push_str(&describe(image, size));
     }
     text.push_str(&format!(
-        "\n4. push to {} ({}{})\n",
+        "\n4. push to {} ({}{}): {}\n",
         plan.registry.target,
         plan.registry.kind,
         if plan.registry.create_repos {
             ", creating missing repositories"
         } else {
             ""
-        }
+        },
+        plan.registry.push.describe()
     ));
+    let route = match plan.registry.push.via {
+        PushVia::Registry => "uploaded by hoist, layers the registry holds skipped",
+        PushVia::Engine => "through the engine",
+    };
     for image in &plan.images {
         text.push_str(&format!(
-            "  {:<16} {} (through the engine; skipped when it already holds this commit's image)\n",
+            "  {:<16} {} ({route}; skipped when it already holds this commit's image)\n",
             image.name, image.staging_reference
         ));
         match &image.latest_reference {
@@ -906,10 +1035,15 @@ fn report(
                 let how = if image.built {
                     let sent = image.context_sent.unwrap_or_default();
                     format!(
-                        "built in {:.1} s with {} of context, pushed in {:.1} s",
+                        "built in {:.1} s with {} of context, pushed in {:.1} s{}",
                         image.build_seconds,
                         sent_text(&sent),
-                        image.push_seconds
+                        image.push_seconds,
+                        image
+                            .upload
+                            .as_ref()
+                            .map(|u| format!(": {}", u.describe()))
+                            .unwrap_or_default()
                     )
                 } else {
                     "already published from this commit".to_string()
@@ -962,11 +1096,11 @@ fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> Str
         markdown_code(&plan.registry.target.to_string())
     );
     out.push_str(&format!("run: {}\n\n", markdown(&plan.changes.reason())));
-    out.push_str("| image | tags | digest | size | build | push |\n|---|---|---|---|---|---|\n");
+    out.push_str("| image | tags | digest | size | build | push | uploaded | blobs uploaded / skipped / mounted |\n|---|---|---|---|---|---|---|---|\n");
     for image in images {
         let tags: Vec<String> = image.tags.iter().map(|t| markdown_code(t)).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} s |\n",
+            "| {} | {} | {} | {} | {} | {:.1} s | {} | {} |\n",
             markdown(&image.name),
             tags.join("<br>"),
             markdown_code(short_id(&image.digest)),
@@ -981,7 +1115,20 @@ fn summary(plan: &Plan, images: &[Published], retries: u32, seconds: f64) -> Str
             } else {
                 "already published".to_string()
             },
-            image.push_seconds
+            image.push_seconds,
+            image
+                .upload
+                .as_ref()
+                .map(|u| human_bytes(u.bytes))
+                .unwrap_or_default(),
+            image
+                .upload
+                .as_ref()
+                .map(|u| format!(
+                    "{} / {} / {}",
+                    u.blobs_uploaded, u.blobs_skipped, u.blobs_mounted
+                ))
+                .unwrap_or_default(),
         ));
     }
     out.push('\n');

@@ -56,6 +56,8 @@ pub enum Source {
     Helper { config: PathBuf, helper: String },
     /// An `auths` entry of the Docker config.
     Config { config: PathBuf },
+    /// ECR's `GetAuthorizationToken`, for its registry endpoint.
+    EcrToken,
 }
 
 impl Source {
@@ -68,6 +70,7 @@ impl Source {
                 config.display()
             ),
             Source::Config { config } => format!("the auths of {}", config.display()),
+            Source::EcrToken => "ECR's GetAuthorizationToken (the AWS credentials)".to_string(),
         }
     }
 }

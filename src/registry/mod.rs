@@ -11,6 +11,7 @@
 //! A manifest is kept as the exact bytes the registry served: its digest is
 //! the sha256 of those bytes, so nothing here ever re-serialises one.
 
+pub mod blob;
 pub mod credentials;
 pub mod ecr;
 pub mod gzip;

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 use base64::Engine as _;
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
@@ -48,6 +49,9 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one whole exchange (request, answer and body) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one upload request (`PATCH`, a chunk or a whole streamed blob)
+/// may take: a 90 MiB chunk at 1 MB/s, with room.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The largest body hoist reads: manifests are at most 4 MiB by the spec,
 /// and configs are small; a layer asked for by mistake must not fill memory.
 const MAX_BODY: usize = 32 << 20;
@@ -56,13 +60,21 @@ const MAX_REDIRECTS: usize = 5;
 /// The page size asked of a tag list (`?n=`); registries may serve fewer.
 const TAGS_PAGE: u32 = 1000;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A request body: whole bytes, or a blob streamed as it is compressed.
+pub(crate) type Body = BoxBody<Bytes, Box<dyn StdError + Send + Sync>>;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// A whole body.
+pub(super) fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
 
 /// A registry spoken to through the OCI distribution API.
 pub struct Oci {
-    target: Target,
+    pub(super) target: Target,
     /// `https://host` (or `http://host` on loopback).
-    base: String,
+    pub(super) base: String,
     login: Option<(Login, Source)>,
     /// The credential helper the Docker config names for this host but
     /// this machine lacks: said when the registry asks for a login.
@@ -71,7 +83,7 @@ pub struct Oci {
     /// by value.
     client: Box<HttpClient>,
     auth: Mutex<AuthCache>,
-    retries: Retries,
+    pub(crate) retries: Retries,
     /// `n` of a tag list request: [`TAGS_PAGE`], smaller in tests.
     page_size: u32,
 }
@@ -89,13 +101,13 @@ impl fmt::Debug for Oci {
 /// What earlier challenges taught: the registry wants Basic, or these
 /// bearer tokens (keyed by [`Access::scope`]).
 #[derive(Default)]
-struct AuthCache {
+pub(super) struct AuthCache {
     basic: bool,
     tokens: HashMap<String, Secret>,
 }
 
 #[derive(Clone)]
-enum Auth {
+pub(super) enum Auth {
     Basic(Login),
     Bearer(Secret),
 }
@@ -124,7 +136,7 @@ impl Auth {
 
 /// What a request does to a repository, for the token's scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(super) enum Access {
     Pull,
     Push,
     /// Distribution's token auth asks for `delete` on a DELETE, apart
@@ -143,23 +155,23 @@ impl Access {
 }
 
 /// An answer, its body read whole.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// `404 Not Found: MANIFEST_UNKNOWN: manifest unknown`.
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!("{}: {}", self.status, registry_error(&self.body))
     }
 
-    fn error_codes(&self) -> Vec<String> {
+    pub(super) fn error_codes(&self) -> Vec<String> {
         serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|json| {
@@ -196,6 +208,15 @@ impl Oci {
             retries: Retries::default(),
             page_size: TAGS_PAGE,
         })
+    }
+
+    /// A client for `target` that logs in with `login` from `source`
+    /// (ECR's registry endpoint, with the token of `GetAuthorizationToken`).
+    pub fn with_login(target: &Target, login: Login, source: Source) -> Result<Oci> {
+        let mut oci = Oci::connect(target, &|_| None)?;
+        oci.login = Some((login, source));
+        oci.missing_helper = None;
+        Ok(oci)
     }
 
     /// The same client with other retries (tests use a short backoff).
@@ -473,7 +494,7 @@ impl Oci {
     }
 
     /// `host/repository:tag`, or `host/repository@digest`.
-    fn name(&self, repository: &str, reference: &str) -> String {
+    pub(super) fn name(&self, repository: &str, reference: &str) -> String {
         let separator = if reference.contains(':') { '@' } else { ':' };
         format!("{}/{repository}{separator}{reference}", self.target.host)
     }
@@ -543,7 +564,7 @@ impl Oci {
 
     /// A blob's bytes, checked against its digest, following redirects (to
     /// other hosts without the registry's credentials).
-    async fn blob(&self, repository: &str, digest: &str) -> Result<Bytes> {
+    pub(crate) async fn blob(&self, repository: &str, digest: &str) -> Result<Bytes> {
         let path = format!("/v2/{repository}/blobs/{digest}");
         let mut url = format!("{}{path}", self.base);
         let mut reply = self
@@ -607,7 +628,7 @@ impl Oci {
     }
 
     /// One request to the registry, answering an auth challenge once.
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         repository: &str,
@@ -643,7 +664,7 @@ impl Oci {
         }
     }
 
-    fn cached_auth(&self, repository: &str, access: Access) -> Option<Auth> {
+    pub(super) fn cached_auth(&self, repository: &str, access: Access) -> Option<Auth> {
         let cache = self.auth.lock().unwrap_or_else(|e| e.into_inner());
         if cache.basic {
             return self.login.as_ref().map(|(l, _)| Auth::Basic(l.clone()));
@@ -832,7 +853,7 @@ impl Oci {
 
     /// One HTTP exchange, retried while it fails transiently; any answer
     /// that is not a transient status comes back as it is.
-    async fn exchange(
+    pub(super) async fn exchange(
         &self,
         method: &Method,
         url: &str,
@@ -840,76 +861,92 @@ impl Oci {
         body: &Bytes,
         auth: Option<&Auth>,
     ) -> Result<Reply> {
+        self.retries
+            .run(|| self.exchange_once(method, url, headers, full(body.clone()), auth))
+            .await
+    }
+
+    /// One HTTP exchange, tried once: a transient status, a cut or refused
+    /// connection and a timeout are [`Failure::Transient`].
+    pub(super) async fn exchange_once(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Body,
+        auth: Option<&Auth>,
+    ) -> std::result::Result<Reply, Failure> {
         let what = format!("{method} {}", redact(url));
         let uri: Uri = url
             .parse()
             .map_err(|e| Error::failed(format!("invalid URL in {what}")).caused_by(e))?;
         let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
         let authorization = auth.map(Auth::header).transpose()?;
-        self.retries
-            .run(|| async {
-                let mut builder = Request::builder()
-                    .method(method.clone())
-                    .uri(uri.clone())
-                    .header("user-agent", concat!("hoist/", env!("CARGO_PKG_VERSION")));
-                for (name, value) in headers {
-                    builder = builder.header(*name, value.as_str());
-                }
-                if let Some(value) = &authorization {
-                    builder = builder.header("authorization", value.clone());
-                }
-                let request = builder.body(Full::new(body.clone())).map_err(|e| {
-                    Failure::Permanent(Error::failed(format!("cannot make {what}")).caused_by(e))
-                })?;
-                let unreachable = |error: &(dyn StdError + 'static)| {
-                    let failure = Error::failed(format!("cannot reach {host} ({what})"))
-                        .caused_by(chain(error))
-                        .hint(format!(
-                            "check that the registry {host} is up and reachable from here"
-                        ));
-                    if is_transient_error(error) {
-                        Failure::Transient(failure)
-                    } else {
-                        Failure::Permanent(failure)
-                    }
-                };
-                let exchange = async {
-                    let response = self
-                        .client
-                        .request(request)
-                        .await
-                        .map_err(|e| unreachable(&e))?;
-                    let (parts, incoming) = response.into_parts();
-                    let body = Limited::new(incoming, MAX_BODY)
-                        .collect()
-                        .await
-                        .map_err(|e| unreachable(&*e))?
-                        .to_bytes();
-                    Ok::<Reply, Failure>(Reply {
-                        status: parts.status,
-                        headers: parts.headers,
-                        body,
-                    })
-                };
-                let reply = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-                    Ok(reply) => reply?,
-                    Err(_) => {
-                        return Err(Failure::Transient(
-                            Error::failed(format!("{host} did not answer {what}")).caused_by(
-                                format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-                            ),
-                        ));
-                    }
-                };
-                if is_transient_status(reply.status.as_u16()) {
-                    return Err(Failure::Transient(
-                        Error::failed(format!("{host} answered {} to {what}", reply.status))
-                            .caused_by(registry_error(&reply.body)),
-                    ));
-                }
-                Ok(reply)
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header("user-agent", concat!("hoist/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        if let Some(value) = &authorization {
+            builder = builder.header("authorization", value.clone());
+        }
+        let request = builder.body(body).map_err(|e| {
+            Failure::Permanent(Error::failed(format!("cannot make {what}")).caused_by(e))
+        })?;
+        let unreachable = |error: &(dyn StdError + 'static)| {
+            let failure = Error::failed(format!("cannot reach {host} ({what})"))
+                .caused_by(chain(error))
+                .hint(format!(
+                    "check that the registry {host} is up and reachable from here"
+                ));
+            if is_transient_error(error) {
+                Failure::Transient(failure)
+            } else {
+                Failure::Permanent(failure)
+            }
+        };
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let (parts, incoming) = response.into_parts();
+            let body = Limited::new(incoming, MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| unreachable(&*e))?
+                .to_bytes();
+            Ok::<Reply, Failure>(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
             })
-            .await
+        };
+        // A streamed blob may take long: its own upload bounds it.
+        let limit = if method == Method::PATCH {
+            UPLOAD_TIMEOUT
+        } else {
+            REQUEST_TIMEOUT
+        };
+        let reply = match tokio::time::timeout(limit, exchange).await {
+            Ok(reply) => reply?,
+            Err(_) => {
+                return Err(Failure::Transient(
+                    Error::failed(format!("{host} did not answer {what}"))
+                        .caused_by(format!("no answer within {} s", limit.as_secs())),
+                ));
+            }
+        };
+        if is_transient_status(reply.status.as_u16()) {
+            return Err(Failure::Transient(
+                Error::failed(format!("{host} answered {} to {what}", reply.status))
+                    .caused_by(registry_error(&reply.body)),
+            ));
+        }
+        Ok(reply)
     }
 }
 
@@ -977,7 +1014,7 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
 }
 
 /// The registry's `errors[].code/message`, else the start of the body.
-fn registry_error(body: &[u8]) -> String {
+pub(super) fn registry_error(body: &[u8]) -> String {
     if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body)
         && let Some(errors) = json.get("errors").and_then(|e| e.as_array())
     {
@@ -1006,7 +1043,7 @@ fn registry_error(body: &[u8]) -> String {
 }
 
 /// A URL without its query (presigned URLs carry signatures there).
-fn redact(url: &str) -> &str {
+pub(super) fn redact(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
@@ -1027,12 +1064,12 @@ fn origin(url: &str) -> Option<(String, String, u16)> {
     ))
 }
 
-fn same_origin(a: &str, b: &str) -> bool {
+pub(super) fn same_origin(a: &str, b: &str) -> bool {
     origin(a).is_some_and(|a| origin(b) == Some(a))
 }
 
 /// A `Location` resolved against the URL that answered with it.
-fn resolve(base: &str, location: &str) -> Option<String> {
+pub(super) fn resolve(base: &str, location: &str) -> Option<String> {
     if origin(location).is_some() {
         return Some(location.to_string());
     }

@@ -59,6 +59,14 @@ impl Retries {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Counts a retry that its caller makes itself (an upload resumed
+    /// from where the registry stands) and waits the backoff of try
+    /// number `tries` (1 for the first retry).
+    pub async fn pause(&self, tries: u32) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(backoff(self.base_delay, tries.max(1))).await;
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or [`ATTEMPTS`]
     /// tries have failed; the last failure is returned, saying how many
     /// tries were made.

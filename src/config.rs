@@ -590,23 +590,31 @@ fn push_config(
         (Some(text), _, _) => Some(size(&text, "--chunk-size")?),
         (None, Some(text), _) => Some(size(&text, "HOIST_PUSH_CHUNK_SIZE")?),
         (None, None, None | Some(serde_yaml::Value::Null)) => None,
-        (None, None, Some(serde_yaml::Value::Number(n))) => Some(
-            size(&n.to_string(), &format!("push.chunk_size in {where_file}"))?,
-        ),
+        (None, None, Some(serde_yaml::Value::Number(n))) => Some(size(
+            &n.to_string(),
+            &format!("push.chunk_size in {where_file}"),
+        )?),
         (None, None, Some(serde_yaml::Value::String(text))) => {
             Some(size(&text, &format!("push.chunk_size in {where_file}"))?)
         }
         (None, None, Some(_)) => {
-            return Err(Error::input(format!(
-                "push.chunk_size in {where_file} is not a size"
-            ))
-            .hint("write a size in bytes or with a unit: 90MiB, 100MB, 512KiB, 65536"));
+            return Err(
+                Error::input(format!("push.chunk_size in {where_file} is not a size"))
+                    .hint("write a size in bytes or with a unit: 90MiB, 100MB, 512KiB, 65536"),
+            );
         }
     };
     let jobs = match env("HOIST_PUSH_JOBS") {
-        Some(text) => text.trim().parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| {
-            Error::input(format!("HOIST_PUSH_JOBS is '{text}', not a number from 1 to 64"))
-        })?,
+        Some(text) => text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "HOIST_PUSH_JOBS is '{text}', not a number from 1 to 64"
+                ))
+            })?,
         None => match file.jobs {
             Some(jobs) if !(1..=64).contains(&jobs) => {
                 return Err(Error::input(format!(

@@ -78,7 +78,9 @@ pub fn read(
             short(&image.config)
         ))
         .caused_by(why)
-        .hint("push with the engine instead: `push.via: engine` in hoist.yaml (or --push-via engine)")
+        .hint(
+            "push with the engine instead: `push.via: engine` in hoist.yaml (or --push-via engine)",
+        )
     };
     let chains = chain_ids(&image.diff_ids);
     let config_hex = image.config.trim_start_matches("sha256:");
@@ -345,7 +347,11 @@ mod tests {
             assert_eq!(identify(dir, json.as_bytes(), &chains), Some(position));
         }
         // Another image's chain ids match nothing: unknown, never a guess.
-        let other = chain_ids(&[diff_ids[1].clone(), diff_ids[0].clone(), diff_ids[2].clone()]);
+        let other = chain_ids(&[
+            diff_ids[1].clone(),
+            diff_ids[0].clone(),
+            diff_ids[2].clone(),
+        ]);
         for (dir, json) in saved() {
             assert_eq!(identify(dir, json.as_bytes(), &other), None);
         }
@@ -382,7 +388,11 @@ mod tests {
             r#"[{{"Config":"{config_hex}.json","RepoTags":["x:y"],"Layers":["{}/layer.tar","{}/layer.tar","{}/layer.tar"]}}]"#,
             saved[0].0, saved[1].0, saved[2].0
         );
-        let (j0, j1, j2) = (saved[0].1.as_bytes(), saved[1].1.as_bytes(), saved[2].1.as_bytes());
+        let (j0, j1, j2) = (
+            saved[0].1.as_bytes(),
+            saved[1].1.as_bytes(),
+            saved[2].1.as_bytes(),
+        );
         let l0 = format!("{}/layer.tar", saved[0].0);
         let l1 = format!("{}/json", saved[1].0);
         let l1t = format!("{}/layer.tar", saved[1].0);
@@ -417,8 +427,16 @@ mod tests {
         assert_eq!(
             seen,
             vec![
-                (l1t.clone(), Some(DIFF_IDS[1].to_string()), "layer one".to_string()),
-                (l0.clone(), Some(DIFF_IDS[0].to_string()), "layer zero".to_string()),
+                (
+                    l1t.clone(),
+                    Some(DIFF_IDS[1].to_string()),
+                    "layer one".to_string()
+                ),
+                (
+                    l0.clone(),
+                    Some(DIFF_IDS[0].to_string()),
+                    "layer zero".to_string()
+                ),
             ]
         );
         assert_eq!(&export.config[..], b"{\"config\":1}");

@@ -139,6 +139,14 @@ pub struct PushStep {
     pub extra_references: Vec<String>,
 }
 
+/// How the registry is written to.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `--create-repos`.
+    pub create_repos: bool,
+    pub push: PushConfig,
+}
+
 /// Puts the plan together. `extra` are the expanded `--tag`/`tags:`, and
 /// `dirty` what makes the build dirty, if it is.
 pub fn plan(
@@ -146,11 +154,11 @@ pub fn plan(
     jobs: &[Job],
     build: build::Plan,
     target: &Target,
-    create_repos: bool,
+    settings: Settings,
     extra: ExtraTags,
     dirty: Vec<DirtyImage>,
-    push: PushConfig,
 ) -> Plan {
+    let Settings { create_repos, push } = settings;
     let ExtraTags {
         tags: mut extra_tags,
         mut notes,
@@ -339,6 +347,38 @@ mod tests {
         build::plan(&config, Some("r.example/p"), &[], &inputs).unwrap()
     }
 
+    fn settings() -> Settings {
+        Settings {
+            create_repos: false,
+            push: PushConfig {
+                via: PushVia::Registry,
+                chunk_size: Some(90 << 20),
+                jobs: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn the_push_route_says_how_images_are_uploaded() {
+        let route = |via, chunk_size| PushRoute {
+            via,
+            chunk_size,
+            jobs: 4,
+        };
+        assert_eq!(
+            route(PushVia::Registry, Some(90 << 20)).describe(),
+            "hoist uploads, chunks of at most 90.0 MiB, 4 blobs at once, layers compressed on every core"
+        );
+        assert_eq!(
+            route(PushVia::Registry, None).describe(),
+            "hoist uploads, one request per blob, 4 blobs at once, layers compressed on every core"
+        );
+        assert_eq!(
+            route(PushVia::Engine, None).describe(),
+            "the engine pushes (docker push)"
+        );
+    }
+
     #[test]
     fn extra_tags_go_with_a_clean_build_only() {
         let target = Target::parse("r.example/p").unwrap();
@@ -355,7 +395,7 @@ mod tests {
             &[],
             build_plan(false),
             &target,
-            false,
+            settings(),
             extra(),
             vec![],
         );
@@ -379,7 +419,7 @@ mod tests {
             &[],
             build_plan(true),
             &target,
-            false,
+            settings(),
             extra(),
             dirty,
         );

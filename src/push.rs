@@ -370,7 +370,11 @@ async fn plan_layer(
     }
     if let Some((from, descriptor)) = known.get(diff_id) {
         if from == repository {
-            if blobs.has_blob(repository, &descriptor.digest).await?.is_some() {
+            if blobs
+                .has_blob(repository, &descriptor.digest)
+                .await?
+                .is_some()
+            {
                 return Ok(Step::Skip(descriptor.clone()));
             }
         } else if let Started::Mounted = blobs
@@ -454,8 +458,8 @@ async fn export_and_upload(
         .diff_ids
         .iter()
         .map(|d| {
-            let upload = matches!(steps.get(d), Some(Step::Upload) | None)
-                && !state.done.contains_key(d);
+            let upload =
+                matches!(steps.get(d), Some(Step::Upload) | None) && !state.done.contains_key(d);
             (d.clone(), !upload)
         })
         .collect();
@@ -935,9 +939,7 @@ fn manifest_bytes(outcome: &Outcome) -> (&'static str, Bytes) {
     } else {
         (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER)
     };
-    let descriptor = |media_type: &str, d: &Descriptor| {
-        serde_json::json!({"mediaType": media_type, "size": d.size, "digest": d.digest})
-    };
+    let descriptor = |media_type: &str, d: &Descriptor| serde_json::json!({"mediaType": media_type, "size": d.size, "digest": d.digest});
     let document = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": manifest_type,
@@ -980,7 +982,8 @@ mod tests {
 
     #[test]
     fn pairs_layers_with_diff_ids_by_position() {
-        let manifest = br#"{"layers":[{"digest":"sha256:a","size":1},{"digest":"sha256:b","size":2}]}"#;
+        let manifest =
+            br#"{"layers":[{"digest":"sha256:a","size":1},{"digest":"sha256:b","size":2}]}"#;
         let config = br#"{"rootfs":{"type":"layers","diff_ids":["sha256:x","sha256:y"]}}"#;
         let pairs = pair_layers(manifest, config);
         assert_eq!(

@@ -15,6 +15,7 @@ use super::changes::{PushSource, decide};
 use crate::build::Builder;
 use crate::ci::{self, Ci, markdown, markdown_code};
 use crate::cli::{Format, PublishArgs};
+use crate::config::PushVia;
 use crate::config::{Config, Overrides};
 use crate::context::{self, Context, Summary, human_bytes};
 use crate::deps::{self, Options, Outcome};
@@ -23,7 +24,6 @@ use crate::docker::{BuildSettings, Credentials, Engine, engine_credentials};
 use crate::error::{Error, Result};
 use crate::git;
 use crate::manifest;
-use crate::config::PushVia;
 use crate::publish::{self, Changes, Existing, Latest, Plan, PushRoute, PushStep, STAGING_LATEST};
 use crate::push;
 use crate::registry::credentials::Source;
@@ -119,10 +119,12 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
         &jobs,
         build_plan,
         &target,
-        args.create_repos,
+        publish::Settings {
+            create_repos: args.create_repos,
+            push: config.push,
+        },
         extra,
         dirty,
-        config.push,
     );
 
     if args.dry_run {

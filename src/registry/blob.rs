@@ -79,8 +79,7 @@ impl Oci {
             404 => Ok(None),
             _ => Err(Error::failed(format!(
                 "cannot tell whether {} holds the blob {digest}",
-                self.name(repository, "")
-                    .trim_end_matches(':')
+                self.name(repository, "").trim_end_matches(':')
             ))
             .caused_by(reply.describe())),
         }
@@ -100,7 +99,14 @@ impl Oci {
             // A registry that will not mount (token scope, policy) answers
             // an error or an upload; either way a plain upload follows.
             if let Ok(reply) = self
-                .send(Method::POST, repository, Access::Push, &path, &[], Bytes::new())
+                .send(
+                    Method::POST,
+                    repository,
+                    Access::Push,
+                    &path,
+                    &[],
+                    Bytes::new(),
+                )
                 .await
             {
                 match reply.status.as_u16() {
@@ -111,7 +117,14 @@ impl Oci {
             }
         }
         let reply = self
-            .send(Method::POST, repository, Access::Push, &base, &[], Bytes::new())
+            .send(
+                Method::POST,
+                repository,
+                Access::Push,
+                &base,
+                &[],
+                Bytes::new(),
+            )
             .await?;
         if reply.status.as_u16() != 202 {
             return Err(Error::failed(format!(
@@ -307,10 +320,20 @@ impl Oci {
     ) -> Result<Reply> {
         match upload.url.strip_prefix(&self.base) {
             Some(path) if same_origin(&upload.url, &self.base) => {
-                self.send(method, &upload.repository, Access::Push, path, headers, body)
+                self.send(
+                    method,
+                    &upload.repository,
+                    Access::Push,
+                    path,
+                    headers,
+                    body,
+                )
+                .await
+            }
+            _ => {
+                self.exchange(&method, &upload.url, headers, &body, None)
                     .await
             }
-            _ => self.exchange(&method, &upload.url, headers, &body, None).await,
         }
     }
 }

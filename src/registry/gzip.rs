@@ -90,7 +90,9 @@ pub fn compress(
             scope.spawn(move || {
                 loop {
                     let job = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok((index, block, last)) = job else { return };
+                    let Ok((index, block, last)) = job else {
+                        return;
+                    };
                     if done_tx.send((index, deflate_block(&block, last))).is_err() {
                         return;
                     }
@@ -318,7 +320,10 @@ mod tests {
         let (out, compressed) = gzip(&random, 2);
         assert_eq!(gunzip(&out), random);
         // Stored: 5 bytes per 64 KiB block, plus the header and trailer.
-        assert!(compressed.size < random.len() as u64 + 200 + 18, "{compressed:?}");
+        assert!(
+            compressed.size < random.len() as u64 + 200 + 18,
+            "{compressed:?}"
+        );
         let text = "the quick brown fox jumps over the lazy dog\n".repeat(50_000);
         let (_, compressed) = gzip(text.as_bytes(), 2);
         assert!(compressed.size * 20 < text.len() as u64, "{compressed:?}");

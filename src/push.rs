@@ -54,6 +54,10 @@ const QUEUE: usize = 8;
 /// The tags whose images tell which layers a repository holds.
 const KNOWN_TAGS: [&str; 2] = ["staging-latest", "latest"];
 
+/// The reader's error when an upload stopped first: the upload's own error
+/// is the one reported.
+const UPLOAD_STOPPED: &str = "an upload stopped";
+
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -510,7 +514,7 @@ async fn export_and_upload(
                 }
                 // The upload's own error says why; the export stops here.
                 Err(e) if e.to_string() == "the upload stopped" => {
-                    Err(Error::failed("an upload stopped"))
+                    Err(Error::failed(UPLOAD_STOPPED))
                 }
                 Err(e) => Err(Error::failed(format!(
                     "cannot read layer {} of the export",
@@ -549,7 +553,7 @@ async fn export_and_upload(
                 match read {
                     Ok(Ok(read)) => export = Some(read),
                     Ok(Err(error)) => {
-                        if failure.is_none() && error.to_string() != "error: an upload stopped" {
+                        if failure.is_none() && error.message != UPLOAD_STOPPED {
                             failure = Some(Failure::Permanent(error));
                         }
                     }
@@ -727,7 +731,7 @@ async fn upload_layer(
         // The reader failed; its error is the one reported.
         Err(_) => {
             return Err(fail(
-                Failure::Permanent(Error::failed("an upload stopped")),
+                Failure::Permanent(Error::failed(UPLOAD_STOPPED)),
                 Some(upload),
                 &sent,
             ));
@@ -950,8 +954,14 @@ fn manifest_bytes(outcome: &Outcome) -> (&'static str, Bytes) {
     (manifest_type, Bytes::from(bytes))
 }
 
+/// The error's message and causes on one line, for a progress line.
 fn one_line(error: &Error) -> String {
-    crate::ci::one_line(&error.to_string()).into_owned()
+    let mut text = error.message.clone();
+    for cause in &error.causes {
+        text.push_str(": ");
+        text.push_str(cause);
+    }
+    crate::ci::one_line(&text).into_owned()
 }
 
 /// The export's bytes, from the task that reads the engine, as a `Read`

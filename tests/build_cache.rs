@@ -38,9 +38,23 @@ fn forget_locally(repository: &str) {
 /// checking.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Who pushes the first image.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pusher {
+    /// `docker push` of what `hoist build` tagged.
+    Engine,
+    /// `hoist publish --force`: hoist's own upload, its layers compressed
+    /// by hoist, not by the engine.
+    Hoist,
+}
+
 /// Builds, pushes `:staging-latest`, forgets everything locally, rebuilds
 /// at another sha: the expensive layer must come back from the registry.
 fn reuses_the_registry_cache(builder: &str, registry: &Registry) {
+    reuses_the_registry_cache_pushed_by(builder, registry, Pusher::Engine);
+}
+
+fn reuses_the_registry_cache_pushed_by(builder: &str, registry: &Registry, pusher: Pusher) {
     let _alone = ENGINE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -87,14 +101,53 @@ fn reuses_the_registry_cache(builder: &str, registry: &Registry) {
             "json",
         ]
     };
-    let out = hoist(project.path(), &args(FIRST), &env);
-    assert!(
-        out.status.success(),
-        "{builder}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let latest = format!("{repository}:staging-latest");
-    docker::docker_env(&config_env, &["push", &latest]);
+    let mut pushed_sha = String::new();
+    match pusher {
+        Pusher::Engine => {
+            let out = hoist(project.path(), &args(FIRST), &env);
+            assert!(
+                out.status.success(),
+                "{builder}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            docker::docker_env(&config_env, &["push", &latest]);
+        }
+        Pusher::Hoist => {
+            common::git(project.path(), &["init", "-q", "-b", "main"]);
+            common::git(project.path(), &["add", "-A"]);
+            common::git(project.path(), &["commit", "-q", "-m", "app"]);
+            pushed_sha = common::git(project.path(), &["rev-parse", "HEAD"]);
+            let out = hoist(
+                project.path(),
+                &[
+                    "publish",
+                    "--force",
+                    "--builder",
+                    builder,
+                    "--format",
+                    "json",
+                ],
+                &env,
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{builder}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(
+                report["images"][0]["upload"]["blobs_uploaded"]
+                    .as_u64()
+                    .unwrap()
+                    >= 2,
+                "{builder}: hoist uploaded the image: {stdout}"
+            );
+            docker::remove_image(&format!("{repository}:staging-{}", &pushed_sha[..7]));
+            docker::docker_env(&config_env, &["pull", &latest]);
+        }
+    }
     let first = docker::docker(&["run", "--rm", &latest]);
     forget_locally(&repository);
     assert!(!docker::image_exists(&latest));
@@ -126,6 +179,9 @@ fn reuses_the_registry_cache(builder: &str, registry: &Registry) {
         "{builder}: {result}"
     );
     forget_locally(&repository);
+    if pusher == Pusher::Hoist {
+        docker::remove_image(&format!("{repository}:staging-{}", &pushed_sha[..7]));
+    }
 }
 
 #[test]
@@ -138,6 +194,22 @@ fn a_fresh_engine_reuses_layers_from_the_registry() {
     };
     for builder in ["buildkit", "classic"] {
         reuses_the_registry_cache(builder, &registry);
+    }
+}
+
+/// The same when hoist pushed the first image itself: BuildKit's inline
+/// cache names layers by position, and hoist's manifest keeps one layer per
+/// diff id in order, so its own compression does not lose the cache.
+#[test]
+fn a_fresh_engine_reuses_layers_that_hoist_uploaded() {
+    if !require_engine() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    for builder in ["buildkit", "classic"] {
+        reuses_the_registry_cache_pushed_by(builder, &registry, Pusher::Hoist);
     }
 }
 

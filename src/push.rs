@@ -113,11 +113,12 @@ pub struct Run {
     known: tokio::sync::Mutex<HashMap<String, HashMap<String, Descriptor>>>,
 }
 
-/// A layer one image of the run uploads; the others wait for its outcome.
+/// A layer one image of the run uploads; the others wait for its outcome:
+/// `Some(Some(blob))` when committed, `Some(None)` when it failed.
 #[derive(Clone)]
 struct Claim {
     repository: String,
-    done: watch::Receiver<Option<Option<Descriptor>>>,
+    done: Arc<watch::Sender<Option<Option<Descriptor>>>>,
 }
 
 impl Run {
@@ -167,7 +168,11 @@ pub async fn push(
     let mut tries = 0;
     let outcome = loop {
         tries += 1;
-        match attempt(run, engine, blobs, target, &ids, &known, &mut state).await {
+        let result = attempt(run, engine, blobs, target, &ids, &known, &mut state).await;
+        // Also when the attempt failed before its export: nobody waits on
+        // a claim that will never be settled.
+        release_claims(run, target.repository, &ids, &state);
+        match result {
             Ok(outcome) => break outcome,
             Err(Failure::Transient(error)) if tries < ATTEMPTS => {
                 print(format!(
@@ -279,13 +284,13 @@ async fn attempt(
             continue;
         }
         let claim = run.claims.lock().unwrap().get(diff_id).cloned();
-        let Some(mut claim) = claim else {
+        let Some(claim) = claim else {
             return Err(Failure::Transient(Error::failed(format!(
                 "the upload of layer {diff_id} by another image stopped"
             ))));
         };
-        let outcome = claim
-            .done
+        let mut done = claim.done.subscribe();
+        let outcome = done
             .wait_for(|done| done.is_some())
             .await
             .map(|done| done.clone().flatten())
@@ -369,42 +374,44 @@ async fn plan_layer(
     diff_id: &str,
     known: &HashMap<String, (String, Descriptor)>,
 ) -> Result<Step> {
+    let known = known.get(diff_id);
+    // The repository's own blob first: nothing to wait for.
+    if let Some((from, descriptor)) = known
+        && from == repository
+        && blobs
+            .has_blob(repository, &descriptor.digest)
+            .await?
+            .is_some()
+    {
+        return Ok(Step::Skip(descriptor.clone()));
+    }
     if run.claims.lock().unwrap().contains_key(diff_id) {
         return Ok(Step::Wait);
     }
-    if let Some((from, descriptor)) = known.get(diff_id) {
-        if from == repository {
-            if blobs
-                .has_blob(repository, &descriptor.digest)
-                .await?
-                .is_some()
-            {
-                return Ok(Step::Skip(descriptor.clone()));
-            }
-        } else if let Started::Mounted = blobs
+    if let Some((from, descriptor)) = known
+        && from != repository
+        && let Started::Mounted = blobs
             .start_upload(repository, Some((&descriptor.digest, from)))
             .await?
-        {
-            return Ok(Step::Mounted(descriptor.clone()));
-        }
+    {
+        return Ok(Step::Mounted(descriptor.clone()));
     }
     let mut claims = run.claims.lock().unwrap();
     if claims.contains_key(diff_id) {
         return Ok(Step::Wait);
     }
-    let (_, done) = watch::channel(None);
     claims.insert(
         diff_id.to_string(),
         Claim {
             repository: repository.to_string(),
-            done,
+            done: Arc::new(watch::channel(None).0),
         },
     );
     Ok(Step::Upload)
 }
 
-/// Tells the images waiting on this image's claims how they ended, and
-/// drops those that failed.
+/// Tells the images waiting on this image's claims how they ended; a
+/// failed one is dropped, for the next attempt (of any image) to take.
 fn release_claims(run: &Run, repository: &str, ids: &ImageIds, state: &State) {
     let mut claims = run.claims.lock().unwrap();
     for diff_id in &ids.diff_ids {
@@ -415,19 +422,8 @@ fn release_claims(run: &Run, repository: &str, ids: &ImageIds, state: &State) {
             continue;
         }
         let outcome = state.done.get(diff_id).cloned();
-        // The sender is recreated: a watch channel whose sender is gone
-        // still holds its last value for the receivers.
-        let (sender, done) = watch::channel(Some(outcome.clone()));
-        let _ = sender.send(Some(outcome.clone()));
-        if outcome.is_some() {
-            claims.insert(
-                diff_id.clone(),
-                Claim {
-                    repository: repository.to_string(),
-                    done,
-                },
-            );
-        } else {
+        claim.done.send_replace(Some(outcome.clone()));
+        if outcome.is_none() {
             claims.remove(diff_id);
         }
     }

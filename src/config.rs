@@ -753,6 +753,111 @@ mod tests {
     }
 
     #[test]
+    fn sizes_read_as_the_docker_cli_and_si_write_them() {
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("90MiB"), Some(90 << 20));
+        assert_eq!(parse_size("90m"), Some(90 << 20));
+        assert_eq!(parse_size("100MB"), Some(100_000_000));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        for bad in [
+            "",
+            "MiB",
+            "90 MiBs",
+            "-1",
+            "1.5MiB",
+            "99999999999999999999GiB",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn push_settings_come_from_flags_env_and_file_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "push:\n  via: engine\n  chunk_size: 64MiB\n  jobs: 2\n",
+        )
+        .unwrap();
+        let load = |overrides: Overrides, env: &dyn Fn(&str) -> Option<String>| {
+            Config::load(dir.path(), None, overrides, env).map(|c| c.push)
+        };
+        let file = load(Overrides::default(), &no_env).unwrap();
+        assert_eq!(
+            file,
+            PushConfig {
+                via: PushVia::Engine,
+                chunk_size: Some(64 << 20),
+                jobs: 2
+            }
+        );
+        let env = |name: &str| match name {
+            "HOIST_PUSH_CHUNK_SIZE" => Some("100MB".to_string()),
+            "HOIST_PUSH_VIA" => Some("registry".to_string()),
+            "HOIST_PUSH_JOBS" => Some("8".to_string()),
+            _ => None,
+        };
+        let from_env = load(Overrides::default(), &env).unwrap();
+        assert_eq!(
+            from_env,
+            PushConfig {
+                via: PushVia::Registry,
+                chunk_size: Some(100_000_000),
+                jobs: 8
+            }
+        );
+        let flags = Overrides {
+            push_via: Some(PushVia::Engine),
+            chunk_size: Some("1MiB".to_string()),
+            ..Overrides::default()
+        };
+        let from_flags = load(flags, &env).unwrap();
+        assert_eq!(
+            (from_flags.via, from_flags.chunk_size),
+            (PushVia::Engine, Some(1 << 20))
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let default = Config::load(empty.path(), None, Overrides::default(), no_env)
+            .unwrap()
+            .push;
+        assert_eq!(
+            default,
+            PushConfig {
+                via: PushVia::Registry,
+                chunk_size: None,
+                jobs: DEFAULT_PUSH_JOBS
+            }
+        );
+    }
+
+    #[test]
+    fn bad_push_settings_name_where_they_come_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = |text: &str, env: &dyn Fn(&str) -> Option<String>| {
+            std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+            let error = Config::load(dir.path(), None, Overrides::default(), env).unwrap_err();
+            assert_eq!(error.exit_code(), 2);
+            error.to_string()
+        };
+        let text = error("push:\n  chunk_size: lots\n", &no_env);
+        assert!(
+            text.contains("push.chunk_size in") && text.contains("'lots'"),
+            "{text}"
+        );
+        assert!(text.contains("90MiB"), "{text}");
+        let text = error("push:\n  chunk_size: 0\n", &no_env);
+        assert!(text.contains("'0'"), "{text}");
+        let text = error("push:\n  jobs: 0\n", &no_env);
+        assert!(text.contains("push.jobs"), "{text}");
+        let text = error("push:\n  via: carrier-pigeon\n", &no_env);
+        assert!(text.contains("via"), "{text}");
+        let env = |name: &str| (name == "HOIST_PUSH_CHUNK_SIZE").then(|| "big".to_string());
+        let text = error("", &env);
+        assert!(text.contains("HOIST_PUSH_CHUNK_SIZE is 'big'"), "{text}");
+    }
+
+    #[test]
     fn flag_beats_env_beats_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), "workflow: from-file.yml\n").unwrap();

@@ -186,6 +186,10 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["changes"]["decision"]["run"], true);
     assert_eq!(plan["registry"]["kind"], "ECR");
+    // The push route, by default: hoist uploads, one request per blob.
+    assert_eq!(plan["registry"]["push"]["via"], "registry");
+    assert_eq!(plan["registry"]["push"]["chunk_size"], Value::Null);
+    assert_eq!(plan["registry"]["push"]["jobs"], 4);
     let deps: Vec<String> = plan["deps"]
         .as_array()
         .unwrap()
@@ -218,7 +222,14 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
 
     let text = hoist(
         repo.path(),
-        &["publish", "--dry-run", "--registry", ecr],
+        &[
+            "publish",
+            "--dry-run",
+            "--registry",
+            ecr,
+            "--chunk-size",
+            "90MiB",
+        ],
         &env,
     );
     let text = String::from_utf8_lossy(&text.stdout);
@@ -227,11 +238,42 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
         "run: ",
         "example-org/plugin-github-app-auth@main",
         "3. build 2 image(s)",
-        "4. push to 123456789012.dkr.ecr.us-east-2.amazonaws.com/molecule-ai (ECR)",
+        "4. push to 123456789012.dkr.ecr.us-east-2.amazonaws.com/molecule-ai (ECR): hoist uploads, chunks of at most 90.0 MiB, 4 blobs at once",
         &format!("{ecr}/platform-tenant:staging-{}", &sha[..7]),
     ] {
         assert!(text.contains(expected), "{expected:?} in\n{text}");
     }
+    let engine = hoist(
+        repo.path(),
+        &[
+            "publish",
+            "--dry-run",
+            "--registry",
+            ecr,
+            "--push-via",
+            "engine",
+        ],
+        &env,
+    );
+    let engine = String::from_utf8_lossy(&engine.stdout);
+    assert!(
+        engine.contains("(ECR): the engine pushes (docker push)"),
+        "{engine}"
+    );
+    let bad = hoist(
+        repo.path(),
+        &[
+            "publish",
+            "--dry-run",
+            "--registry",
+            ecr,
+            "--chunk-size",
+            "lots",
+        ],
+        &env,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--chunk-size is 'lots'"));
 }
 
 #[test]

@@ -185,7 +185,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
     }
 
     let push_retries = Retries::default();
-    let results = runtime.block_on(push_all(
+    let (results, upload_retries) = runtime.block_on(push_all(
         &registry,
         engine.as_ref(),
         &plan,
@@ -195,7 +195,7 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
         ci,
     ))?;
     let seconds = started.elapsed().as_secs_f64();
-    let retries = registry.retries() + push_retries.count();
+    let retries = registry.retries() + push_retries.count() + upload_retries;
     report(&plan, &results, retries, seconds, args.format, ci)
 }
 
@@ -520,7 +520,8 @@ struct LatestOutcome {
 
 /// Pushes every built image, moves `staging-latest`, and reads both tags
 /// back; all images at once. A failure is reported after the others have
-/// finished, saying what is in the registry and what is not.
+/// finished, saying what is in the registry and what is not. Gives the
+/// retries of a blob client of its own (ECR's) beside the images.
 async fn push_all(
     registry: &Registry,
     engine: Option<&Engine>,
@@ -529,7 +530,7 @@ async fn push_all(
     retries: &Retries,
     root: &Path,
     ci: &Ci,
-) -> Result<Vec<Published>> {
+) -> Result<(Vec<Published>, u32)> {
     let auth = match engine {
         Some(_) => Some(registry.push_auth().await?),
         None => None,
@@ -593,7 +594,7 @@ async fn push_all(
         }
     }
     if failures.is_empty() {
-        return Ok(published);
+        return Ok((published, ecr_blobs.as_ref().map_or(0, Oci::retries)));
     }
     let mut error = Error::failed(format!(
         "{} of {} images were not published",

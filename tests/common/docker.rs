@@ -474,6 +474,22 @@ impl Registry {
         Ok((status, body))
     }
 
+    /// The bytes of the blob `digest` of `repo` (asked with the registry's
+    /// own credentials); panics unless the registry answers 200.
+    pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let (status, head, body) = http_send_bytes(
+            &self.addr,
+            "GET",
+            &format!("/v2/{repo}/blobs/{digest}"),
+            self.credentials(),
+            &[],
+            b"",
+        )
+        .unwrap_or_else(|e| panic!("GET blob {digest} of {repo}: {e}"));
+        assert_eq!(status, 200, "GET blob {digest} of {repo}: {head}");
+        body
+    }
+
     /// The tags of `repo`, sorted (none when the repository is unknown),
     /// asked with the registry's own credentials.
     pub fn tags(&self, repo: &str) -> Vec<String> {
@@ -575,6 +591,19 @@ fn http_send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String, String)> {
+    let (status, head, body) = http_send_bytes(addr, method, path, auth, headers, body)?;
+    Ok((status, head, String::from_utf8_lossy(&body).to_string()))
+}
+
+/// [`http_send`] with the answer's body as it came: (status, head, body).
+fn http_send_bytes(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = format!(
@@ -593,12 +622,16 @@ fn http_send(
     stream.write_all(body)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
-    Ok((status, head.to_string(), body.to_string()))
+    Ok((status, head, body))
 }

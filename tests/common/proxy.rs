@@ -1,8 +1,8 @@
 //! A loopback HTTP proxy that forwards requests to a real server, except
 //! those its rule picks: those get the rule's status (429, 500, …) instead,
 //! or a cut connection (before forwarding, or after: an answer lost). It
-//! records every request it saw, so tests can count what a client asked
-//! for.
+//! records every request it saw (with its body's size), so tests can count
+//! what a client asked for and how many bytes reached the server.
 //!
 //! One request per connection: forwarded requests carry `Connection: close`,
 //! so each request of a keep-alive client arrives on a fresh connection and
@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One request, as the rule sees it.
@@ -22,6 +22,9 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// How many requests came before this one.
     pub index: usize,
+    /// The body's length in bytes, as the server would receive it: the
+    /// payload of a chunked body without its framing.
+    pub body_len: usize,
 }
 
 impl Request {
@@ -68,6 +71,7 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let arrived = Arc::new(AtomicUsize::new(0));
         let (seen_in, stop_in) = (seen.clone(), stop.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -75,9 +79,9 @@ impl FaultProxy {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (rule, seen) = (rule.clone(), seen_in.clone());
+                let (rule, seen, arrived) = (rule.clone(), seen_in.clone(), arrived.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, upstream, &rule, &seen);
+                    let _ = serve(stream, upstream, &rule, &seen, &arrived);
                 });
             }
         });
@@ -102,8 +106,12 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
+    /// What it saw so far, in the order the requests arrived (a request
+    /// whose rule is still deciding is not there yet).
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        let mut seen = self.seen.lock().unwrap().clone();
+        seen.sort_by_key(|s| s.request.index);
+        seen
     }
 }
 
@@ -120,6 +128,7 @@ fn serve(
     upstream: SocketAddr,
     rule: &Rule,
     seen: &Mutex<Vec<Seen>>,
+    arrived: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
@@ -148,20 +157,18 @@ fn serve(
         head.extend_from_slice(line.as_bytes());
     }
     head.extend_from_slice(b"Connection: close\r\n\r\n");
-    let body = read_body(&mut reader, &headers)?;
+    let (body, body_len) = read_body(&mut reader, &headers)?;
 
-    let verdict = {
-        let mut seen = seen.lock().unwrap();
-        let request = Request {
-            method,
-            path,
-            headers,
-            index: seen.len(),
-        };
-        let verdict = rule(&request);
-        seen.push(Seen { request, verdict });
-        verdict
+    let request = Request {
+        method,
+        path,
+        headers,
+        index: arrived.fetch_add(1, Ordering::SeqCst),
+        body_len,
     };
+    // The rule may take its time (a slow server): other requests go on.
+    let verdict = rule(&request);
+    seen.lock().unwrap().push(Seen { request, verdict });
     let mut client = client;
     match verdict {
         Verdict::Cut => client.shutdown(Shutdown::Both),
@@ -193,11 +200,16 @@ fn serve(
     }
 }
 
-/// The raw body bytes: by `Content-Length`, or chunks up to the last one.
-fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> std::io::Result<Vec<u8>> {
+/// The raw body bytes (by `Content-Length`, or chunks up to the last one)
+/// and the payload's length (the chunks' sizes added up).
+fn read_body(
+    reader: &mut impl BufRead,
+    headers: &[(String, String)],
+) -> std::io::Result<(Vec<u8>, usize)> {
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let mut body = Vec::new();
     if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut payload = 0;
         loop {
             let mut size_line = String::new();
             reader.read_line(&mut size_line)?;
@@ -207,8 +219,9 @@ fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> std::io
             let mut chunk = vec![0; size + 2];
             reader.read_exact(&mut chunk)?;
             body.extend_from_slice(&chunk);
+            payload += size;
             if size == 0 {
-                return Ok(body);
+                return Ok((body, payload));
             }
         }
     }
@@ -217,5 +230,5 @@ fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> std::io
         .unwrap_or(0);
     body.resize(length, 0);
     reader.read_exact(&mut body)?;
-    Ok(body)
+    Ok((body, length))
 }

@@ -673,23 +673,34 @@ async fn upload_layer(
 
     match chunk {
         Some(chunk) => {
-            let mut pending = BytesMut::new();
+            // Each chunk in a buffer of exactly its size, so that memory
+            // stays one chunk (growing a buffer would double it).
+            let chunk = chunk as usize;
+            let mut carry = Bytes::new();
             let mut ended = false;
-            while !ended || !pending.is_empty() {
-                while !ended && (pending.len() as u64) < chunk {
-                    match next_piece().await {
-                        Some(piece) => pending.extend_from_slice(&piece),
-                        None => ended = true,
+            loop {
+                let mut buffer = BytesMut::with_capacity(chunk);
+                while buffer.len() < chunk {
+                    if carry.is_empty() {
+                        match next_piece().await {
+                            Some(piece) => carry = piece,
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                        }
                     }
+                    let take = carry.len().min(chunk - buffer.len());
+                    buffer.extend_from_slice(&carry.split_to(take));
                 }
-                let take = pending.len().min(chunk as usize);
-                let body = pending.split_to(take).freeze();
-                if body.is_empty() {
+                if !buffer.is_empty()
+                    && let Err((failure, upload)) =
+                        send_chunk(blobs, &mut upload, buffer.freeze(), &sent).await
+                {
+                    return Err(fail(failure, upload, &sent));
+                }
+                if ended && carry.is_empty() {
                     break;
-                }
-                if let Err(failure) = send_chunk(blobs, &mut upload, body, &sent).await {
-                    let upload = failure.1;
-                    return Err(fail(failure.0, upload, &sent));
                 }
             }
         }

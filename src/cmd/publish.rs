@@ -601,9 +601,21 @@ async fn push_all(
         failures.len(),
         plan.images.len()
     ));
+    // The failures' own hints (a body cap asks for a chunk size) come
+    // first, once each.
+    let mut hints: Vec<String> = Vec::new();
     for failure in failures {
-        let text = failure.to_string();
-        error = error.caused_by(text.strip_prefix("error: ").unwrap_or(&text));
+        let mut text = failure.message.clone();
+        for cause in &failure.causes {
+            text.push_str("\ncaused by: ");
+            text.push_str(cause);
+        }
+        error = error.caused_by(text);
+        if let Some(hint) = &failure.hint
+            && !hints.contains(hint)
+        {
+            hints.push(hint.clone());
+        }
     }
     for image in &published {
         error = error.caused_by(format!(
@@ -611,8 +623,9 @@ async fn push_all(
             image.name, image.reference
         ));
     }
-    Err(error
-        .hint("run again: what is already in the registry for this commit is not pushed twice"))
+    let again = "run again: what is already in the registry for this commit is not pushed twice";
+    hints.push(again.to_string());
+    Err(error.hint(hints.join("; then ")))
 }
 
 /// What one image's publish talks to.

@@ -705,3 +705,58 @@ fn chunked_uploads_carry_the_registry_login() {
     assert!(patches > BIG / CHUNK, "{patches} PATCHes\n{log}");
     assert_eq!(run.upload("app")["blobs_uploaded"], 3, "{}", run.describe());
 }
+
+/// What hoist uploaded is what the engine built: pulled by digest, the
+/// image has the local image's id and diff ids. `push.via: engine` still
+/// pushes through the engine (no upload report), and a later hoist upload
+/// skips the layers the engine pushed.
+#[test]
+fn a_pull_by_digest_gives_the_engines_image_and_the_engine_route_remains() {
+    if !require_engine() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let dockerfile = "FROM scratch\nCOPY big.bin /big.bin\nCOPY small.txt /small.txt\n";
+    let Some(mut project) = Project::new(&[("app", dockerfile)], &[("small.txt", "one\n")]) else {
+        return;
+    };
+    let engine = project.publish(registry.addr(), &["app"], &["--push-via", "engine"], &[]);
+    engine.assert_published(&registry, &["app"]);
+    assert!(
+        engine.image("app").get("upload").is_none(),
+        "the engine pushed: {}",
+        engine.describe()
+    );
+
+    project.commit_file("small.txt", "two\n");
+    let ours = project.publish(registry.addr(), &["app"], &[], &[]);
+    ours.assert_published(&registry, &["app"]);
+    // The engine's layer is found through staging-latest's config.
+    assert_eq!(
+        ours.upload("app")["blobs_skipped"],
+        1,
+        "{}",
+        ours.describe()
+    );
+    let local = format!("{}/{PREFIX}/app:staging-{}", registry.addr(), ours.sha7);
+    let pinned = format!(
+        "{}/{}@{}",
+        registry.addr(),
+        repo("app"),
+        ours.image("app")["digest"].as_str().unwrap()
+    );
+    docker::docker(&["pull", "--quiet", &pinned]);
+    let _pulled = TempImage::new(pinned.clone());
+    let inspect = |reference: &str| {
+        docker::docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}} {{json .RootFS.Layers}}",
+            reference,
+        ])
+    };
+    assert_eq!(inspect(&pinned), inspect(&local));
+}

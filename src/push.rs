@@ -283,7 +283,12 @@ async fn attempt(
         if state.done.contains_key(diff_id) {
             continue;
         }
-        let claim = run.claims.lock().unwrap().get(diff_id).cloned();
+        let claim = run
+            .claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(diff_id)
+            .cloned();
         let Some(claim) = claim else {
             return Err(Failure::Transient(Error::failed(format!(
                 "the upload of layer {diff_id} by another image stopped"
@@ -305,17 +310,17 @@ async fn attempt(
             state.skipped += 1;
         } else {
             match blobs
-                .start_upload(
-                    repository,
-                    Some((&descriptor.digest, claim.repository.as_str())),
-                )
+                .mount(repository, &descriptor.digest, &claim.repository)
                 .await?
             {
                 Started::Mounted => state.mounted += 1,
                 Started::Upload(_) => {
                     // Not mountable here: this image uploads it itself next
                     // time.
-                    run.claims.lock().unwrap().remove(diff_id);
+                    run.claims
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(diff_id);
                     return Err(Failure::Transient(Error::failed(format!(
                         "{} would not mount layer {} from {}",
                         blobs.host(),
@@ -343,7 +348,13 @@ async fn attempt(
                 size: bytes.len() as u64,
             }
         }
-        (None, None) => unreachable!("the export runs whenever the config is missing"),
+        // The export runs whenever the config is missing, and gives it.
+        (None, None) => {
+            return Err(Failure::Permanent(Error::failed(format!(
+                "the export of {} gave no config",
+                target.local
+            ))));
+        }
     };
 
     let mut layers = Vec::with_capacity(ids.diff_ids.len());
@@ -385,18 +396,21 @@ async fn plan_layer(
     {
         return Ok(Step::Skip(descriptor.clone()));
     }
-    if run.claims.lock().unwrap().contains_key(diff_id) {
+    if run
+        .claims
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(diff_id)
+    {
         return Ok(Step::Wait);
     }
     if let Some((from, descriptor)) = known
         && from != repository
-        && let Started::Mounted = blobs
-            .start_upload(repository, Some((&descriptor.digest, from)))
-            .await?
+        && let Started::Mounted = blobs.mount(repository, &descriptor.digest, from).await?
     {
         return Ok(Step::Mounted(descriptor.clone()));
     }
-    let mut claims = run.claims.lock().unwrap();
+    let mut claims = run.claims.lock().unwrap_or_else(|e| e.into_inner());
     if claims.contains_key(diff_id) {
         return Ok(Step::Wait);
     }
@@ -413,7 +427,7 @@ async fn plan_layer(
 /// Tells the images waiting on this image's claims how they ended; a
 /// failed one is dropped, for the next attempt (of any image) to take.
 fn release_claims(run: &Run, repository: &str, ids: &ImageIds, state: &State) {
-    let mut claims = run.claims.lock().unwrap();
+    let mut claims = run.claims.lock().unwrap_or_else(|e| e.into_inner());
     for diff_id in &ids.diff_ids {
         let Some(claim) = claims.get(diff_id) else {
             continue;
@@ -650,9 +664,8 @@ async fn upload_layer(
     };
     let mut upload = match resumed {
         Some(upload) => upload,
-        None => match blobs.start_upload(repository, None).await {
-            Ok(Started::Upload(upload)) => upload,
-            Ok(Started::Mounted) => unreachable!("no mount was asked for"),
+        None => match blobs.new_upload(repository).await {
+            Ok(upload) => upload,
             Err(error) => return Err(fail(Failure::Permanent(error), None, &sent)),
         },
     };
@@ -820,10 +833,7 @@ async fn upload_bytes(
     bytes: Bytes,
     chunk: u64,
 ) -> std::result::Result<(), Failure> {
-    let mut upload = match blobs.start_upload(repository, None).await? {
-        Started::Upload(upload) => upload,
-        Started::Mounted => unreachable!("no mount was asked for"),
-    };
+    let mut upload = blobs.new_upload(repository).await?;
     let sent = AtomicU64::new(0);
     let mut rest = bytes;
     while !rest.is_empty() {

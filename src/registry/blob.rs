@@ -1,7 +1,7 @@
 //! Blob uploads through the OCI distribution API, as named steps (the
 //! spec's "pushing blobs", and go-containerregistry's `uploadOne`):
-//! [`Oci::has_blob`] (`HEAD`), [`Oci::start_upload`] (`POST`, optionally
-//! mounting the blob from a sibling repository), [`Oci::patch_chunk`] and
+//! [`Oci::has_blob`] (`HEAD`), [`Oci::new_upload`] (`POST`) or
+//! [`Oci::mount`] (`POST ?mount=&from=`, from a sibling repository), [`Oci::patch_chunk`] and
 //! [`Oci::patch_stream`] (`PATCH`), [`Oci::upload_status`] (`GET` on the
 //! upload: where to resume) and [`Oci::commit`] (`PUT ?digest=`).
 //!
@@ -85,43 +85,42 @@ impl Oci {
         }
     }
 
-    /// Starts an upload to `repository`; with `mount = (digest, from)`,
-    /// asks the registry to mount the blob from the repository `from` of
-    /// the same registry instead. A refused mount gives an upload.
-    pub async fn start_upload(
-        &self,
-        repository: &str,
-        mount: Option<(&str, &str)>,
-    ) -> Result<Started> {
-        let base = format!("/v2/{repository}/blobs/uploads/");
-        if let Some((digest, from)) = mount {
-            let path = format!("{base}?mount={digest}&from={from}");
-            // A registry that will not mount (token scope, policy) answers
-            // an error or an upload; either way a plain upload follows.
-            if let Ok(reply) = self
-                .send(
-                    Method::POST,
-                    repository,
-                    Access::Push,
-                    &path,
-                    &[],
-                    Bytes::new(),
-                )
-                .await
-            {
-                match reply.status.as_u16() {
-                    201 => return Ok(Started::Mounted),
-                    202 => return self.upload_from(repository, &reply).map(Started::Upload),
-                    _ => {}
-                }
+    /// Asks the registry to mount the blob `digest` into `repository` from
+    /// the repository `from` of the same registry. A refused mount gives
+    /// an upload to send the bytes to instead.
+    pub async fn mount(&self, repository: &str, digest: &str, from: &str) -> Result<Started> {
+        let path = format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}");
+        // A registry that will not mount (token scope, policy) answers an
+        // error or an upload; either way a plain upload follows.
+        if let Ok(reply) = self
+            .send(
+                Method::POST,
+                repository,
+                Access::Push,
+                &path,
+                &[],
+                Bytes::new(),
+            )
+            .await
+        {
+            match reply.status.as_u16() {
+                201 => return Ok(Started::Mounted),
+                202 => return self.upload_from(repository, &reply).map(Started::Upload),
+                _ => {}
             }
         }
+        self.new_upload(repository).await.map(Started::Upload)
+    }
+
+    /// Starts an upload to `repository` (`POST`, 202).
+    pub async fn new_upload(&self, repository: &str) -> Result<Upload> {
+        let path = format!("/v2/{repository}/blobs/uploads/");
         let reply = self
             .send(
                 Method::POST,
                 repository,
                 Access::Push,
-                &base,
+                &path,
                 &[],
                 Bytes::new(),
             )
@@ -133,7 +132,7 @@ impl Oci {
             ))
             .caused_by(reply.describe()));
         }
-        self.upload_from(repository, &reply).map(Started::Upload)
+        self.upload_from(repository, &reply)
     }
 
     /// How many bytes the registry holds of `upload` (`GET` on it, 204 with

@@ -495,15 +495,14 @@ impl From<&push::Pushed> for Uploaded {
 }
 
 impl Uploaded {
-    /// "12.0 MiB in 2 blobs, 3 skipped, 1 mounted, 1.2 s".
+    /// "12.0 MiB in 2 blob(s), 3 skipped, 1 mounted".
     fn describe(&self) -> String {
         format!(
-            "{} in {} blob(s), {} skipped, {} mounted, {:.1} s",
+            "{} in {} blob(s), {} skipped, {} mounted",
             human_bytes(self.bytes),
             self.blobs_uploaded,
             self.blobs_skipped,
             self.blobs_mounted,
-            self.seconds
         )
     }
 }
@@ -684,10 +683,11 @@ async fn publish_one(
             }
             let uploaded = Uploaded::from(&pushed);
             lines.push(format!(
-                "pushed {} {} ({})",
+                "pushed {} {} ({} in {:.1} s)",
                 image.staging_reference,
                 manifest.digest,
-                uploaded.describe()
+                uploaded.describe(),
+                uploaded.seconds
             ));
             upload = Some(uploaded);
             manifest

@@ -760,3 +760,59 @@ fn a_pull_by_digest_gives_the_engines_image_and_the_engine_route_remains() {
     };
     assert_eq!(inspect(&pinned), inspect(&local));
 }
+
+/// A registry on object storage answers `HEAD` of a blob with a redirect
+/// to the storage (307, empty body): the blob's size is the storage's
+/// answer, so the manifest describes the config with its real size. Here
+/// the config is already in the repository (its manifest was deleted) and
+/// every blob `HEAD` is redirected.
+#[test]
+fn a_redirected_blob_head_gives_the_storages_size() {
+    if !require_engine() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(mut project) = Project::new(&[("app", BUSYBOX_AND_BIG)], &[]) else {
+        return;
+    };
+    let first = project.publish(registry.addr(), &["app"], &[], &[]);
+    first.assert_published(&registry, &["app"]);
+    let digest = first.image("app")["digest"].as_str().unwrap().to_string();
+    let (status, _, body) = docker::http_request(
+        registry.addr(),
+        "DELETE",
+        &format!("/v2/{}/manifests/{digest}", repo("app")),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{body}");
+
+    let upstream = registry.addr().parse().unwrap();
+    let proxy = FaultProxy::start(
+        upstream,
+        Arc::new(|request: &Request| {
+            if request.method == "HEAD" && request.path.contains("/blobs/sha256:") {
+                Verdict::RedirectToUpstream
+            } else {
+                Verdict::Forward
+            }
+        }),
+    );
+    let host = proxy.addr.to_string();
+    let second = project.publish(&host, &["app"], &[], &[]);
+    assert_eq!(second.out.status.code(), Some(0), "{}", second.describe());
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .any(|s| s.verdict == Verdict::RedirectToUpstream),
+        "a HEAD was redirected"
+    );
+    let reference = format!("staging-{}", second.sha7);
+    let local = format!("{host}/{PREFIX}/app:{reference}");
+    // The config's size in the manifest is its length (checked inside).
+    assert_same_image(&registry, &repo("app"), &reference, &local);
+}

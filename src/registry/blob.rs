@@ -25,7 +25,7 @@
 //! `Authorization` is sent to the registry's own origin only; an upload
 //! `Location` on another host (storage behind the registry) gets none.
 
-use super::oci::{Access, Body, Oci, Reply, full, redact, resolve, same_origin};
+use super::oci::{Access, Body, MAX_REDIRECTS, Oci, Reply, full, redact, resolve, same_origin};
 use super::retry::Failure;
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -56,30 +56,63 @@ pub enum Started {
 }
 
 impl Oci {
-    /// The blob's size when `repository` holds it (`HEAD` 200), `None`
-    /// when it does not (404).
+    /// The blob's size when `repository` holds it (`HEAD` 200, following
+    /// redirects to storage), `None` when it does not (404) or when no one
+    /// says its size.
     pub async fn has_blob(&self, repository: &str, digest: &str) -> Result<Option<u64>> {
-        let reply = self
+        let path = format!("/v2/{repository}/blobs/{digest}");
+        let mut url = format!("{}{path}", self.base);
+        let mut reply = self
             .send(
                 Method::HEAD,
                 repository,
                 Access::Pull,
-                &format!("/v2/{repository}/blobs/{digest}"),
+                &path,
                 &[],
                 Bytes::new(),
             )
             .await?;
+        // A registry on object storage redirects a blob to it (307): the
+        // size is the storage's answer, not the redirect's empty body.
+        for _ in 0..MAX_REDIRECTS {
+            if !reply.status.is_redirection() {
+                break;
+            }
+            let Some(next) = reply.header("location").and_then(|l| resolve(&url, l)) else {
+                break;
+            };
+            url = next;
+            reply = match url.strip_prefix(&self.base) {
+                Some(rest) if same_origin(&url, &self.base) => {
+                    self.send(
+                        Method::HEAD,
+                        repository,
+                        Access::Pull,
+                        rest,
+                        &[],
+                        Bytes::new(),
+                    )
+                    .await?
+                }
+                _ => {
+                    self.exchange(&Method::HEAD, &url, &[], &Bytes::new(), None)
+                        .await?
+                }
+            };
+        }
+        let size = || reply.header("content-length").and_then(|v| v.parse().ok());
         match reply.status.as_u16() {
-            200 | 307 => Ok(Some(
-                reply
-                    .header("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            )),
+            // Without a size hoist cannot describe the blob: it is sent
+            // again (an upload of a blob the registry holds is harmless).
+            200 => Ok(size()),
+            // Storage that refuses a HEAD of a presigned GET still says the
+            // registry holds the blob, but not its size.
             404 => Ok(None),
+            // Storage on another host that will not answer a HEAD.
+            _ if !same_origin(&url, &self.base) => Ok(None),
             _ => Err(Error::failed(format!(
-                "cannot tell whether {} holds the blob {digest}",
-                self.name(repository, "").trim_end_matches(':')
+                "cannot tell whether {}/{repository} holds the blob {digest}",
+                self.target.host
             ))
             .caused_by(reply.describe())),
         }

@@ -56,7 +56,7 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 /// and configs are small; a layer asked for by mistake must not fill memory.
 const MAX_BODY: usize = 32 << 20;
 /// How many redirects a blob may take.
-const MAX_REDIRECTS: usize = 5;
+pub(super) const MAX_REDIRECTS: usize = 5;
 /// The page size asked of a tag list (`?n=`); registries may serve fewer.
 const TAGS_PAGE: u32 = 1000;
 

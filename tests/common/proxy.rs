@@ -47,6 +47,9 @@ pub enum Verdict {
     /// Forward, then close without passing the answer on: the server did
     /// the work, the client never hears of it.
     ForwardButCut,
+    /// Answer 307 to the same path on the server itself, as a registry on
+    /// object storage redirects a blob to the storage's own host.
+    RedirectToUpstream,
 }
 
 pub type Rule = Arc<dyn Fn(&Request) -> Verdict + Send + Sync>;
@@ -159,6 +162,7 @@ fn serve(
     head.extend_from_slice(b"Connection: close\r\n\r\n");
     let (body, body_len) = read_body(&mut reader, &headers)?;
 
+    let request_path = path.clone();
     let request = Request {
         method,
         path,
@@ -188,6 +192,14 @@ fn serve(
             server.write_all(&head)?;
             server.write_all(&body)?;
             std::io::copy(&mut server, &mut client)?;
+            client.shutdown(Shutdown::Both)
+        }
+        Verdict::RedirectToUpstream => {
+            let response = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{upstream}{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                request_path
+            );
+            client.write_all(response.as_bytes())?;
             client.shutdown(Shutdown::Both)
         }
         Verdict::ForwardButCut => {

@@ -95,23 +95,38 @@ pub struct RegistryStep {
 pub struct PushRoute {
     /// `registry` (hoist uploads) or `engine` (`docker push`).
     pub via: PushVia,
-    /// The largest request body in bytes; `null`: one request per blob.
+    /// `push.chunk_size` in bytes; `null`: one request per blob.
     pub chunk_size: Option<u64>,
+    /// The largest request body actually sent: `chunk_size` capped at
+    /// [`crate::push::MAX_CHUNK`].
+    pub chunk_sent: Option<u64>,
     /// Blob uploads at once.
     pub jobs: usize,
 }
 
 impl PushRoute {
-    /// "hoist uploads, chunks of at most 90.0 MiB, 4 blobs at once", or
-    /// "the engine pushes (docker push)".
+    /// "hoist uploads, chunks of at most 32.0 MiB, 4 blobs at once, …", or
+    /// "the engine pushes (docker push)". The chunk is the one sent.
     pub fn describe(&self) -> String {
         match self.via {
-            PushVia::Engine => "the engine pushes (docker push)".to_string(),
+            PushVia::Engine => format!(
+                "the engine pushes (docker push){}",
+                if self.chunk_size.is_some() {
+                    "; push.chunk_size applies only to hoist's upload and is ignored"
+                } else {
+                    ""
+                }
+            ),
             PushVia::Registry => format!(
                 "hoist uploads, {}, {} blobs at once, layers compressed on every core",
-                match self.chunk_size {
-                    Some(size) => format!("chunks of at most {}", human_bytes(size)),
-                    None => "one request per blob".to_string(),
+                match (self.chunk_size, self.chunk_sent) {
+                    (Some(size), Some(sent)) if sent < size => format!(
+                        "chunks of at most {} (push.chunk_size {}, capped: a chunk is held in memory until the registry has it)",
+                        human_bytes(sent),
+                        human_bytes(size)
+                    ),
+                    (_, Some(sent)) => format!("chunks of at most {}", human_bytes(sent)),
+                    _ => "one request per blob".to_string(),
                 },
                 self.jobs
             ),
@@ -210,6 +225,7 @@ pub fn plan(
             push: PushRoute {
                 via: push.via,
                 chunk_size: push.chunk_size,
+                chunk_sent: crate::push::chunk_sent(push.chunk_size),
                 jobs: push.jobs,
             },
         },
@@ -360,14 +376,23 @@ mod tests {
 
     #[test]
     fn the_push_route_says_how_images_are_uploaded() {
-        let route = |via, chunk_size| PushRoute {
+        let route = |via, chunk_size: Option<u64>| PushRoute {
             via,
             chunk_size,
+            chunk_sent: crate::push::chunk_sent(chunk_size),
             jobs: 4,
         };
         assert_eq!(
             route(PushVia::Registry, Some(90 << 20)).describe(),
-            "hoist uploads, chunks of at most 90.0 MiB, 4 blobs at once, layers compressed on every core"
+            "hoist uploads, chunks of at most 32.0 MiB (push.chunk_size 90.0 MiB, capped: a chunk is held in memory until the registry has it), 4 blobs at once, layers compressed on every core"
+        );
+        assert_eq!(
+            route(PushVia::Registry, Some(1 << 20)).describe(),
+            "hoist uploads, chunks of at most 1.0 MiB, 4 blobs at once, layers compressed on every core"
+        );
+        assert_eq!(
+            route(PushVia::Engine, Some(1 << 20)).describe(),
+            "the engine pushes (docker push); push.chunk_size applies only to hoist's upload and is ignored"
         );
         assert_eq!(
             route(PushVia::Registry, None).describe(),

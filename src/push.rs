@@ -76,10 +76,16 @@ pub struct Options {
 }
 
 impl Options {
-    /// The chunk actually sent: the chunk size, capped at [`MAX_CHUNK`].
+    /// The chunk actually sent: [`chunk_sent`] of the chunk size.
     pub fn chunk(&self) -> Option<u64> {
-        self.chunk_size.map(|size| size.clamp(1, MAX_CHUNK))
+        chunk_sent(self.chunk_size)
     }
+}
+
+/// The largest request body sent for a chunk size: the size, capped at
+/// [`MAX_CHUNK`].
+pub fn chunk_sent(chunk_size: Option<u64>) -> Option<u64> {
+    chunk_size.map(|size| size.clamp(1, MAX_CHUNK))
 }
 
 /// A blob as a manifest lists it.

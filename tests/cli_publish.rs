@@ -238,7 +238,7 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
         "run: ",
         "example-org/plugin-github-app-auth@main",
         "3. build 2 image(s)",
-        "4. push to 123456789012.dkr.ecr.us-east-2.amazonaws.com/molecule-ai (ECR): hoist uploads, chunks of at most 90.0 MiB, 4 blobs at once",
+        "4. push to 123456789012.dkr.ecr.us-east-2.amazonaws.com/molecule-ai (ECR): hoist uploads, chunks of at most 32.0 MiB (push.chunk_size 90.0 MiB, capped",
         &format!("{ecr}/platform-tenant:staging-{}", &sha[..7]),
     ] {
         assert!(text.contains(expected), "{expected:?} in\n{text}");
@@ -259,6 +259,29 @@ fn the_dry_run_prints_the_whole_plan_without_engine_network_or_credentials() {
     assert!(
         engine.contains("(ECR): the engine pushes (docker push)"),
         "{engine}"
+    );
+    let ignored = hoist(
+        repo.path(),
+        &[
+            "publish",
+            "--dry-run",
+            "--registry",
+            ecr,
+            "--push-via",
+            "engine",
+            "--chunk-size",
+            "1MiB",
+        ],
+        &env,
+    );
+    let stdout = String::from_utf8_lossy(&ignored.stdout);
+    assert!(
+        stdout.contains("push.chunk_size applies only to hoist's upload and is ignored"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&ignored.stderr).contains("the engine's push does not chunk"),
+        "a warning says so too"
     );
     let bad = hoist(
         repo.path(),

@@ -127,6 +127,11 @@ pub fn run(dir: &Path, config_file: Option<&Path>, args: PublishArgs, ci: &Ci) -
         dirty,
     );
 
+    if plan.registry.push.via == PushVia::Engine && plan.registry.push.chunk_size.is_some() {
+        ci.warn(
+            "push.chunk_size is set but the engine pushes (push.via: engine): the engine's push does not chunk; use push.via: registry to chunk",
+        );
+    }
     if args.dry_run {
         let sizes = scan_all(&contexts, plan.build.builder)?;
         return dry_run(&plan, &sizes, &config, args.format, ci);

@@ -627,7 +627,7 @@ async fn push_all(
             image.name, image.reference
         ));
     }
-    let again = "run again: what is already in the registry for this commit is not pushed twice";
+    let again = "run again: images already published from this commit are not pushed again (layers are skipped only when the registry's staging-latest or latest already holds them)";
     hints.push(again.to_string());
     Err(error.hint(hints.join("; then ")))
 }

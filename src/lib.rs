@@ -26,6 +26,7 @@ pub mod git;
 pub mod gitea;
 pub mod https;
 pub mod init;
+pub mod layer_cache;
 pub mod lint;
 pub mod manifest;
 pub mod pattern;

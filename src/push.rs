@@ -28,6 +28,7 @@
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::export::{self, Export, ImageIds, LayerTar};
+use crate::layer_cache::LayerCache;
 use crate::registry::blob::{Started, Upload};
 use crate::registry::gzip::{self, Compressed};
 use crate::registry::oci::{Body, Oci};
@@ -114,6 +115,8 @@ pub struct Pushed {
 /// repository is known to hold, and the upload slots.
 pub struct Run {
     options: Options,
+    /// This machine's record of the blobs layers became.
+    cache: LayerCache,
     slots: Arc<Semaphore>,
     claims: Mutex<HashMap<String, Claim>>,
     known: tokio::sync::Mutex<HashMap<String, HashMap<String, Descriptor>>>,
@@ -128,9 +131,10 @@ struct Claim {
 }
 
 impl Run {
-    pub fn new(options: Options) -> Run {
+    pub fn new(options: Options, cache: LayerCache) -> Run {
         Run {
             options,
+            cache,
             slots: Arc::new(Semaphore::new(options.jobs.max(1))),
             claims: Mutex::new(HashMap::new()),
             known: tokio::sync::Mutex::new(HashMap::new()),
@@ -178,6 +182,15 @@ pub async fn push(
         // Also when the attempt failed before its export: nobody waits on
         // a claim that will never be settled.
         release_claims(run, target.repository, &ids, &state);
+        // What was committed is recorded even when the run stops here, so
+        // that the next run skips it.
+        let committed: Vec<(String, Descriptor)> = state
+            .done
+            .iter()
+            .filter(|(key, _)| key.starts_with("sha256:"))
+            .map(|(key, descriptor)| (key.clone(), descriptor.clone()))
+            .collect();
+        run.cache.record(&committed);
         match result {
             Ok(outcome) => break outcome,
             Err(Failure::Transient(error)) if tries < ATTEMPTS => {
@@ -871,7 +884,13 @@ async fn known_layers(
             .filter(|s| *s != target.repository)
             .cloned(),
     );
-    // The repository itself last, so that its own blobs win.
+    // What this machine uploaded before (a run that stopped), confirmed
+    // in the repository itself by a HEAD before it is skipped.
+    for (diff_id, descriptor) in run.cache.read() {
+        known.insert(diff_id, (target.repository.to_string(), descriptor));
+    }
+    // The registry's tags over that, the repository itself last, so that
+    // its own blobs win.
     for repository in repositories.iter().rev() {
         let mut cache = run.known.lock().await;
         if !cache.contains_key(repository) {

@@ -816,3 +816,75 @@ fn a_redirected_blob_head_gives_the_storages_size() {
     // The config's size in the manifest is its length (checked inside).
     assert_same_image(&registry, &repo("app"), &reference, &local);
 }
+
+/// A run that stopped after its blobs were committed (here: the manifest
+/// refused) leaves them untagged; the next run on this machine finds them
+/// in its record of uploaded layers (`HOIST_CACHE_DIR`), confirms them with
+/// a HEAD, and uploads nothing again.
+#[test]
+fn a_rerun_after_a_stopped_run_skips_the_blobs_it_committed() {
+    if !require_engine() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(mut project) = Project::new(&[("app", BUSYBOX_AND_BIG)], &[]) else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let env = [("HOIST_CACHE_DIR", cache.path().to_str().unwrap())];
+    let upstream = registry.addr().parse().unwrap();
+    let proxy = FaultProxy::start(
+        upstream,
+        Arc::new(|request: &Request| {
+            if request.method == "PUT" && request.path.contains("/manifests/") {
+                Verdict::Fail(400)
+            } else {
+                Verdict::Forward
+            }
+        }),
+    );
+    let host = proxy.addr.to_string();
+    let stopped = project.publish(&host, &["app"], &[], &env);
+    assert_eq!(stopped.out.status.code(), Some(1), "{}", stopped.describe());
+    assert!(
+        cache.path().join("layers.json").is_file(),
+        "the committed layers are recorded"
+    );
+    let log = registry.log().len();
+
+    let again = project.publish(
+        &host,
+        &["app"],
+        &[],
+        &[("HOIST_CACHE_DIR", cache.path().to_str().unwrap())],
+    );
+    drop(proxy);
+    assert_eq!(
+        again.out.status.code(),
+        Some(1),
+        "the proxy still refuses manifests"
+    );
+    // The layers are skipped: the only blob sent is the new config (its
+    // `created` label is the build's time).
+    let recorded: Value =
+        serde_json::from_slice(&std::fs::read(cache.path().join("layers.json")).unwrap()).unwrap();
+    let layers: Vec<&str> = recorded
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|entry| entry["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers.len(), 2, "busybox and big.bin: {recorded}");
+    let later = registry.log()[log..].to_string();
+    for digest in layers {
+        assert_eq!(
+            commits_of(&later, digest),
+            0,
+            "{digest} sent again:\n{later}"
+        );
+    }
+    let patches = later.lines().filter(|l| l.contains("\"PATCH /v2/")).count();
+    assert_eq!(patches, 1, "the config only:\n{later}");
+}

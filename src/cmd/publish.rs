@@ -23,6 +23,7 @@ use crate::dirty::{self, DirtyImage};
 use crate::docker::{BuildSettings, Credentials, Engine, engine_credentials};
 use crate::error::{Error, Result};
 use crate::git;
+use crate::layer_cache::LayerCache;
 use crate::manifest;
 use crate::publish::{self, Changes, Existing, Latest, Plan, PushRoute, PushStep, STAGING_LATEST};
 use crate::push;
@@ -558,11 +559,15 @@ async fn push_all(
         (Registry::Ecr(_), Some(oci)) => Some(oci),
         (Registry::Ecr(_), None) => None,
     };
-    let run = push::Run::new(push::Options {
-        chunk_size: route.chunk_size,
-        jobs: route.jobs,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-    });
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let run = push::Run::new(
+        push::Options {
+            chunk_size: route.chunk_size,
+            jobs: route.jobs,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        },
+        LayerCache::locate(&env),
+    );
     let repositories: Vec<String> = plan.images.iter().map(|i| i.repository.clone()).collect();
     let outcomes = join_all(plan.images.iter().map(|image| {
         let built = built.iter().find(|b| b.name == image.name);
@@ -627,7 +632,7 @@ async fn push_all(
             image.name, image.reference
         ));
     }
-    let again = "run again: images already published from this commit are not pushed again (layers are skipped only when the registry's staging-latest or latest already holds them)";
+    let again = "run again: images already published from this commit are not pushed again, nor blobs this machine committed";
     hints.push(again.to_string());
     Err(error.hint(hints.join("; then ")))
 }

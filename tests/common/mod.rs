@@ -53,5 +53,9 @@ pub fn hoist(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::O
             command.env_remove(name);
         }
     }
+    // hoist's record of uploaded layers stays out of the home of whoever
+    // runs the tests (a test that looks at it gives its own).
+    let cache = std::env::temp_dir().join(format!("hoist-test-cache-{}", std::process::id()));
+    command.env("HOIST_CACHE_DIR", cache);
     command.envs(env.iter().copied()).output().unwrap()
 }

@@ -581,15 +581,10 @@ async fn export_and_upload(
                 }
                 match read {
                     Ok(Ok(read)) => export = Some(read),
-                    Ok(Err(error)) => {
-                        if failure.is_none() && error.message != UPLOAD_STOPPED {
-                            failure = Some(Failure::Permanent(error));
-                        }
-                    }
+                    Ok(Err(error)) => failure = worse(failure, Failure::Permanent(error)),
                     Err(e) => {
-                        failure.get_or_insert(Failure::Permanent(
-                            Error::failed("the export reader stopped").caused_by(e),
-                        ));
+                        let error = Error::failed("the export reader stopped").caused_by(e);
+                        failure = worse(failure, Failure::Permanent(error));
                     }
                 }
             }
@@ -610,14 +605,7 @@ async fn export_and_upload(
                         if let Some(upload) = failed.upload {
                             state.open.insert(failed.key, upload);
                         }
-                        // A transient failure wins over "the export
-                        // stopped", which it caused.
-                        match (&failure, failed.failure) {
-                            (None, f) | (Some(Failure::Permanent(_)), f @ Failure::Transient(_)) => {
-                                failure = Some(f)
-                            }
-                            _ => {}
-                        }
+                        failure = worse(failure, failed.failure);
                     }
                 }
             }
@@ -630,6 +618,25 @@ async fn export_and_upload(
             "the export of {} ended early",
             target.local
         )))),
+    }
+}
+
+/// The failure that says most of an attempt's: "an upload stopped" (the
+/// echo of another failure) least, then one worth another try, then one
+/// that is final. The first of equals is kept.
+fn worse(current: Option<Failure>, new: Failure) -> Option<Failure> {
+    let rank = |failure: &Failure| match failure {
+        Failure::Permanent(error) | Failure::Transient(error)
+            if error.message == UPLOAD_STOPPED =>
+        {
+            0
+        }
+        Failure::Transient(_) => 1,
+        Failure::Permanent(_) => 2,
+    };
+    match current {
+        Some(current) if rank(&current) >= rank(&new) => Some(current),
+        _ => Some(new),
     }
 }
 
@@ -1031,6 +1038,23 @@ impl Read for ChannelReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_failure_reported_is_the_cause_not_its_echo() {
+        let stopped = || Failure::Permanent(Error::failed(UPLOAD_STOPPED));
+        let cut = || Failure::Transient(Error::failed("cut"));
+        let refused = || Failure::Permanent(Error::failed("413"));
+        let message = |f: Option<Failure>| match f {
+            Some(Failure::Permanent(e)) | Some(Failure::Transient(e)) => e.message.clone(),
+            None => String::new(),
+        };
+        assert_eq!(message(worse(worse(None, stopped()), cut())), "cut");
+        assert_eq!(message(worse(worse(None, cut()), stopped())), "cut");
+        assert_eq!(message(worse(worse(None, cut()), refused())), "413");
+        assert_eq!(message(worse(worse(None, refused()), cut())), "413");
+        let first = worse(None, Failure::Transient(Error::failed("first")));
+        assert_eq!(message(worse(first, cut())), "first");
+    }
 
     #[test]
     fn pairs_layers_with_diff_ids_by_position() {

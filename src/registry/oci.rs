@@ -20,6 +20,9 @@
 //! - A blob may be redirected to storage on another host (S3 presigned
 //!   URLs): the registry's `Authorization` is sent to the registry only,
 //!   and URLs appear in messages without their query (the signature).
+//! - Blob uploads ([`super::blob`]) stream their bodies, so an upload
+//!   request is tried once here (`exchange_once`); the push resumes
+//!   it from where the registry stands instead of sending it blind again.
 
 use super::credentials::{self, IDENTITY_TOKEN_USER, Source};
 use super::retry::{Failure, Retries, is_transient_status};
@@ -101,7 +104,7 @@ impl fmt::Debug for Oci {
 /// What earlier challenges taught: the registry wants Basic, or these
 /// bearer tokens (keyed by [`Access::scope`]).
 #[derive(Default)]
-pub(super) struct AuthCache {
+struct AuthCache {
     basic: bool,
     tokens: HashMap<String, Secret>,
 }

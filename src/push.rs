@@ -359,7 +359,9 @@ async fn attempt(
         },
         (None, Some(bytes)) => {
             let chunk = run.options.chunk().unwrap_or(u64::MAX);
-            upload_bytes(blobs, repository, &ids.config, bytes.clone(), chunk).await?;
+            blobs
+                .upload_bytes(repository, &ids.config, bytes.clone(), chunk)
+                .await?;
             state.bytes_uploaded += bytes.len() as u64;
             state.uploaded += 1;
             Descriptor {
@@ -734,7 +736,7 @@ async fn upload_layer(
                 }
                 if !buffer.is_empty()
                     && let Err((failure, upload)) =
-                        send_chunk(blobs, &mut upload, buffer.freeze(), &sent).await
+                        blobs.send_chunk(&mut upload, buffer.freeze(), &sent).await
                 {
                     return Err(fail(failure, upload, &sent));
                 }
@@ -804,73 +806,6 @@ async fn upload_layer(
         compressed,
         sent: sent.load(Ordering::Relaxed),
     })
-}
-
-/// One chunk, resent from where the registry stands after a failure it
-/// may not have seen. Gives the upload back when the registry dropped it.
-async fn send_chunk(
-    blobs: &Oci,
-    upload: &mut Upload,
-    chunk: Bytes,
-    sent: &AtomicU64,
-) -> std::result::Result<(), (Failure, Option<Upload>)> {
-    let start = upload.offset;
-    let end = start + chunk.len() as u64;
-    let mut tries = 0;
-    loop {
-        let from = (upload.offset - start) as usize;
-        let body = chunk.slice(from..);
-        let length = body.len() as u64;
-        match blobs.patch_chunk(upload, body).await {
-            Ok(()) => {
-                sent.fetch_add(length, Ordering::Relaxed);
-                return Ok(());
-            }
-            Err(Failure::Permanent(error)) => return Err((Failure::Permanent(error), None)),
-            Err(Failure::Transient(error)) => {
-                sent.fetch_add(length, Ordering::Relaxed);
-                tries += 1;
-                if tries >= ATTEMPTS {
-                    return Err((
-                        Failure::Transient(error.caused_by(format!("gave up after {tries} tries"))),
-                        Some(upload.clone()),
-                    ));
-                }
-                blobs.retries.pause(tries).await;
-                match blobs.upload_status(upload).await {
-                    Ok(Some(held)) if (start..=end).contains(&held) => upload.offset = held,
-                    // Gone, or holding what hoist did not send: the next
-                    // attempt starts this blob again.
-                    _ => return Err((Failure::Transient(error), None)),
-                }
-                if upload.offset == end {
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-/// A small blob from memory: `POST`, chunks, `PUT`.
-async fn upload_bytes(
-    blobs: &Oci,
-    repository: &str,
-    digest: &str,
-    bytes: Bytes,
-    chunk: u64,
-) -> std::result::Result<(), Failure> {
-    let mut upload = blobs.new_upload(repository).await?;
-    let sent = AtomicU64::new(0);
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let take = rest.len().min(chunk as usize);
-        let piece = rest.split_to(take);
-        send_chunk(blobs, &mut upload, piece, &sent)
-            .await
-            .map_err(|(failure, _)| failure)?;
-    }
-    blobs.commit(&upload, digest).await?;
-    Ok(())
 }
 
 /// Which layers the repository and its siblings are known to hold: diff id

@@ -1,9 +1,13 @@
 //! Blob uploads through the OCI distribution API, as named steps (the
 //! spec's "pushing blobs", and go-containerregistry's `uploadOne`):
 //! [`Oci::has_blob`] (`HEAD`), [`Oci::new_upload`] (`POST`) or
-//! [`Oci::mount`] (`POST ?mount=&from=`, from a sibling repository), [`Oci::patch_chunk`] and
-//! [`Oci::patch_stream`] (`PATCH`), [`Oci::upload_status`] (`GET` on the
-//! upload: where to resume) and [`Oci::commit`] (`PUT ?digest=`).
+//! [`Oci::mount`] (`POST ?mount=&from=`, from a sibling repository),
+//! [`Oci::patch_chunk`] and [`Oci::patch_stream`] (`PATCH`),
+//! [`Oci::upload_status`] (`GET` on the upload: where to resume) and
+//! [`Oci::commit`] (`PUT ?digest=`); and two steps built on them, for the
+//! push and for a copy between registries alike: [`Oci::send_chunk`] (a
+//! chunk, resent from where the registry stands) and [`Oci::upload_bytes`]
+//! (a small blob from memory).
 //!
 //! What registries do that the spec leaves open, and how it is met (see
 //! `docs/issue-17-facts.md` for the measurements):
@@ -26,7 +30,7 @@
 //! `Location` on another host (storage behind the registry) gets none.
 
 use super::oci::{Access, Body, MAX_REDIRECTS, Oci, Reply, full, redact, resolve, same_origin};
-use super::retry::Failure;
+use super::retry::{ATTEMPTS, Failure};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use hyper::Method;
@@ -247,6 +251,78 @@ impl Oci {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Sends `chunk` at `upload.offset`, resent from where the registry
+    /// stands after a failure it may not have seen, up to [`ATTEMPTS`]
+    /// tries; `sent` counts the bytes sent (a resent part again). The error
+    /// gives the upload back when the registry may still hold it.
+    pub async fn send_chunk(
+        &self,
+        upload: &mut Upload,
+        chunk: Bytes,
+        sent: &AtomicU64,
+    ) -> std::result::Result<(), (Failure, Option<Upload>)> {
+        let start = upload.offset;
+        let end = start + chunk.len() as u64;
+        let mut tries = 0;
+        loop {
+            let from = (upload.offset - start) as usize;
+            let body = chunk.slice(from..);
+            let length = body.len() as u64;
+            match self.patch_chunk(upload, body).await {
+                Ok(()) => {
+                    sent.fetch_add(length, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(Failure::Permanent(error)) => return Err((Failure::Permanent(error), None)),
+                Err(Failure::Transient(error)) => {
+                    sent.fetch_add(length, Ordering::Relaxed);
+                    tries += 1;
+                    if tries >= ATTEMPTS {
+                        return Err((
+                            Failure::Transient(
+                                error.caused_by(format!("gave up after {tries} tries")),
+                            ),
+                            Some(upload.clone()),
+                        ));
+                    }
+                    self.retries.pause(tries).await;
+                    match self.upload_status(upload).await {
+                        Ok(Some(held)) if (start..=end).contains(&held) => upload.offset = held,
+                        // Gone, or holding what hoist did not send: the next
+                        // attempt starts this blob again.
+                        _ => return Err((Failure::Transient(error), None)),
+                    }
+                    if upload.offset == end {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A small blob from memory: `POST`, chunks of at most `chunk` bytes,
+    /// `PUT`.
+    pub async fn upload_bytes(
+        &self,
+        repository: &str,
+        digest: &str,
+        bytes: Bytes,
+        chunk: u64,
+    ) -> std::result::Result<(), Failure> {
+        let mut upload = self.new_upload(repository).await?;
+        let sent = AtomicU64::new(0);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let take = rest.len().min(chunk as usize);
+            let piece = rest.split_to(take);
+            self.send_chunk(&mut upload, piece, &sent)
+                .await
+                .map_err(|(failure, _)| failure)?;
+        }
+        self.commit(&upload, digest).await?;
+        Ok(())
     }
 
     fn upload_from(&self, repository: &str, reply: &Reply) -> Result<Upload> {

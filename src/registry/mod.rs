@@ -12,6 +12,7 @@
 //! the sha256 of those bytes, so nothing here ever re-serialises one.
 
 pub mod blob;
+pub mod copy;
 pub mod credentials;
 pub mod ecr;
 pub mod gzip;

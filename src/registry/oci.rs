@@ -565,6 +565,97 @@ impl Oci {
         }))
     }
 
+    /// A blob's bytes as they arrive, from `offset` on (`Range`), for
+    /// blobs too large to hold: its size (the whole blob's) and the body.
+    /// Follows redirects to storage, without the registry's credentials
+    /// there. The caller checks the digest.
+    pub async fn blob_stream(
+        &self,
+        repository: &str,
+        digest: &str,
+        offset: u64,
+    ) -> Result<(u64, hyper::body::Incoming)> {
+        let what = || format!("the blob {digest} of {}/{repository}", self.target.host);
+        // The token for the repository comes from a HEAD through `send`,
+        // which answers the registry's challenge.
+        let size = self.has_blob(repository, digest).await?.ok_or_else(|| {
+            Error::failed(format!("cannot read {}", what()))
+                .caused_by("the registry does not hold it")
+        })?;
+        let mut url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let range = [("range", format!("bytes={offset}-"))];
+        let headers: &[(&str, String)] = if offset > 0 { &range } else { &[] };
+        for _ in 0..=MAX_REDIRECTS {
+            let auth = if same_origin(&url, &self.base) {
+                self.cached_auth(repository, Access::Pull)
+            } else {
+                None
+            };
+            let response = self
+                .open(&Method::GET, &url, headers, auth.as_ref())
+                .await?;
+            let status = response.status();
+            if status.is_redirection() {
+                let next = response
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|location| resolve(&url, location));
+                url = next.ok_or_else(|| {
+                    Error::failed(format!("cannot read {}", what()))
+                        .caused_by(format!("a {status} without a usable Location"))
+                })?;
+                continue;
+            }
+            let expected = if offset > 0 { 206 } else { 200 };
+            if status.as_u16() != expected {
+                return Err(Error::failed(format!("cannot read {}", what()))
+                    .caused_by(format!("{} answered {status}", redact(&url))));
+            }
+            return Ok((size, response.into_body()));
+        }
+        Err(Error::failed(format!("cannot read {}", what()))
+            .caused_by(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// One request whose answer's body is left to the caller to read.
+    async fn open(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(&str, String)],
+        auth: Option<&Auth>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let what = format!("{method} {}", redact(url));
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Error::failed(format!("invalid URL in {what}")).caused_by(e))?;
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header("user-agent", concat!("hoist/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        if let Some(auth) = auth {
+            builder = builder.header("authorization", auth.header()?);
+        }
+        let request = builder
+            .body(full(Bytes::new()))
+            .map_err(|e| Error::failed(format!("cannot make {what}")).caused_by(e))?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(
+                Error::failed(format!("cannot reach {} ({what})", self.target.host))
+                    .caused_by(chain(&e)),
+            ),
+            Err(_) => Err(
+                Error::failed(format!("{} did not answer {what}", self.target.host))
+                    .caused_by(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
+            ),
+        }
+    }
+
     /// A blob's bytes, checked against its digest, following redirects (to
     /// other hosts without the registry's credentials).
     pub(crate) async fn blob(&self, repository: &str, digest: &str) -> Result<Bytes> {

@@ -1,0 +1,220 @@
+//! `registry::copy` between two real registries (Debian's docker-registry
+//! on loopback, the destination with htpasswd): an image and an OCI index
+//! with an attestation-style child are copied digest for digest, blobs
+//! streamed across (whole or in chunks); a second copy sends nothing; a
+//! copy inside one registry mounts. The groundwork of `hoist promote
+//! --to` (issue 18).
+
+mod common;
+
+use common::docker::{Registry, RegistryOptions};
+use hoist::registry::copy::{Copied, copy};
+use hoist::registry::oci::Oci;
+use hoist::registry::retry::Retries;
+use hoist::registry::{DOCKER_MANIFEST, Manifest, OCI_INDEX, OCI_MANIFEST, Target, digest_of};
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(future)
+}
+
+/// A client for `registry` that sees only `vars` (and an empty HOME).
+fn client(registry: &Registry, vars: &[(&str, &str)]) -> Oci {
+    let home = tempfile::tempdir().unwrap();
+    let mut env: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.insert("HOME".into(), home.path().to_str().unwrap().to_string());
+    let target = Target::parse(registry.addr()).unwrap();
+    Oci::connect(&target, &|name| env.get(name).cloned())
+        .unwrap()
+        .with_retries(Retries::with_base_delay(Duration::from_millis(5)))
+}
+
+/// Random bytes as a blob in `repository`; its descriptor.
+async fn blob(oci: &Oci, repository: &str, size: usize, media_type: &str) -> serde_json::Value {
+    let mut bytes = vec![0u8; size];
+    fastrand::fill(&mut bytes);
+    let digest = digest_of(&bytes);
+    oci.upload_bytes(repository, &digest, bytes.into(), 1 << 20)
+        .await
+        .map_err(|_| "upload")
+        .unwrap();
+    serde_json::json!({"mediaType": media_type, "digest": digest, "size": size})
+}
+
+/// An image of a config and two layers, written under `tag`.
+async fn image(oci: &Oci, repository: &str, tag: &str, media_type: &str) -> Manifest {
+    let config = blob(
+        oci,
+        repository,
+        700,
+        "application/vnd.oci.image.config.v1+json",
+    )
+    .await;
+    let layers = vec![
+        blob(
+            oci,
+            repository,
+            300_000,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+        .await,
+        blob(
+            oci,
+            repository,
+            150_000,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+        .await,
+    ];
+    let document = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media_type, "config": config, "layers": layers,
+    });
+    let manifest = Manifest::from_bytes(media_type, serde_json::to_vec(&document).unwrap().into());
+    oci.put_manifest(repository, tag, &manifest).await.unwrap();
+    manifest
+}
+
+fn login(registry: &Registry) -> Vec<(&str, &str)> {
+    let (user, password) = registry.credentials().unwrap();
+    vec![
+        ("HOIST_REGISTRY_USER", user),
+        ("HOIST_REGISTRY_PASSWORD", password),
+    ]
+}
+
+#[test]
+fn an_image_is_copied_digest_for_digest_and_a_second_copy_sends_nothing() {
+    let Some(source) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(dest) = Registry::start(RegistryOptions {
+        htpasswd: Some(("copier".into(), "copy-pw-5d1e".into())),
+    }) else {
+        return;
+    };
+    let from = client(&source, &[]);
+    let to = client(&dest, &login(&dest));
+    block_on(async {
+        let manifest = image(&from, "app", "v1", DOCKER_MANIFEST).await;
+        let first = copy(&from, "app", &to, "prod/app", &manifest, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            Copied {
+                blobs_copied: 3,
+                bytes: 450_700,
+                blobs_skipped: 0,
+                blobs_mounted: 0,
+                manifests: 1,
+            }
+        );
+        let copied = to
+            .manifest("prod/app", &manifest.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(copied.digest, manifest.digest);
+        assert_eq!(copied.bytes, manifest.bytes, "the exact bytes");
+
+        let again = copy(&from, "app", &to, "prod/app", &manifest, None)
+            .await
+            .unwrap();
+        assert_eq!((again.blobs_copied, again.bytes), (0, 0));
+        assert_eq!(again.blobs_skipped, 3);
+    });
+}
+
+#[test]
+fn chunks_carry_the_blobs_and_each_request_stays_under_the_chunk() {
+    let Some(source) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(dest) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let (from, to) = (client(&source, &[]), client(&dest, &[]));
+    block_on(async {
+        let manifest = image(&from, "app", "v1", OCI_MANIFEST).await;
+        let copied = copy(&from, "app", &to, "app", &manifest, Some(64 << 10))
+            .await
+            .unwrap();
+        assert_eq!(copied.blobs_copied, 3);
+        assert_eq!(copied.bytes, 450_700);
+        assert!(
+            to.manifest("app", &manifest.digest)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    });
+    let patches = dest
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"PATCH /v2/app/blobs/uploads/"))
+        .count();
+    // 300 000 and 150 000 bytes in 64 KiB chunks, and the config.
+    assert_eq!(patches, 5 + 3 + 1, "{}", dest.log());
+}
+
+#[test]
+fn an_index_is_copied_with_every_child() {
+    let Some(source) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(dest) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let (from, to) = (client(&source, &[]), client(&dest, &[]));
+    block_on(async {
+        let platform = image(&from, "app", "amd64", OCI_MANIFEST).await;
+        let attestation = image(&from, "app", "att", OCI_MANIFEST).await;
+        let index = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": platform.digest, "size": platform.bytes.len(),
+                 "platform": {"architecture": "amd64", "os": "linux"}},
+                {"mediaType": OCI_MANIFEST, "digest": attestation.digest, "size": attestation.bytes.len(),
+                 "platform": {"architecture": "unknown", "os": "unknown"},
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+            ],
+        });
+        let index = Manifest::from_bytes(OCI_INDEX, serde_json::to_vec(&index).unwrap().into());
+        from.put_manifest("app", "v1", &index).await.unwrap();
+        let copied = copy(&from, "app", &to, "app", &index, None).await.unwrap();
+        assert_eq!(copied.manifests, 3);
+        assert_eq!(copied.blobs_copied, 6);
+        for child in [&platform, &attestation, &index] {
+            let there = to.manifest("app", &child.digest).await.unwrap().unwrap();
+            assert_eq!(there.bytes, child.bytes);
+        }
+    });
+}
+
+#[test]
+fn a_copy_inside_one_registry_mounts_the_blobs() {
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let oci = client(&registry, &[]);
+    block_on(async {
+        let manifest = image(&oci, "staging/app", "v1", OCI_MANIFEST).await;
+        let copied = copy(&oci, "staging/app", &oci, "prod/app", &manifest, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (copied.blobs_mounted, copied.blobs_copied, copied.bytes),
+            (3, 0, 0)
+        );
+        assert!(
+            oci.manifest("prod/app", &manifest.digest)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    });
+}

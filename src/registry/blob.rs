@@ -86,23 +86,16 @@ impl Oci {
                 break;
             };
             url = next;
-            reply = match url.strip_prefix(&self.base) {
-                Some(rest) if same_origin(&url, &self.base) => {
-                    self.send(
-                        Method::HEAD,
-                        repository,
-                        Access::Pull,
-                        rest,
-                        &[],
-                        Bytes::new(),
-                    )
-                    .await?
-                }
-                _ => {
-                    self.exchange(&Method::HEAD, &url, &[], &Bytes::new(), None)
-                        .await?
-                }
-            };
+            reply = self
+                .send_to(
+                    Method::HEAD,
+                    repository,
+                    Access::Pull,
+                    &url,
+                    &[],
+                    Bytes::new(),
+                )
+                .await?;
         }
         let size = || reply.header("content-length").and_then(|v| v.parse().ok());
         match reply.status.as_u16() {
@@ -426,23 +419,15 @@ impl Oci {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Reply> {
-        match upload.url.strip_prefix(&self.base) {
-            Some(path) if same_origin(&upload.url, &self.base) => {
-                self.send(
-                    method,
-                    &upload.repository,
-                    Access::Push,
-                    path,
-                    headers,
-                    body,
-                )
-                .await
-            }
-            _ => {
-                self.exchange(&method, &upload.url, headers, &body, None)
-                    .await
-            }
-        }
+        self.send_to(
+            method,
+            &upload.repository,
+            Access::Push,
+            &upload.url,
+            headers,
+            body,
+        )
+        .await
     }
 }
 

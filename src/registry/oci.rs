@@ -693,23 +693,16 @@ impl Oci {
                         Error::failed(format!("cannot read {}", what()))
                             .caused_by(format!("a redirect to {}", redact(location)))
                     })?;
-                    reply = match url.strip_prefix(&self.base) {
-                        Some(rest) if same_origin(&url, &self.base) => {
-                            self.send(
-                                Method::GET,
-                                repository,
-                                Access::Pull,
-                                rest,
-                                &[],
-                                Bytes::new(),
-                            )
-                            .await?
-                        }
-                        _ => {
-                            self.exchange(&Method::GET, &url, &[], &Bytes::new(), None)
-                                .await?
-                        }
-                    };
+                    reply = self
+                        .send_to(
+                            Method::GET,
+                            repository,
+                            Access::Pull,
+                            &url,
+                            &[],
+                            Bytes::new(),
+                        )
+                        .await?;
                 }
                 _ => {
                     return Err(Error::failed(format!("cannot read {}", what()))
@@ -719,6 +712,28 @@ impl Oci {
         }
         Err(Error::failed(format!("cannot read {}", what()))
             .caused_by(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// A request to an absolute `url`: through [`Oci::send`] (the login,
+    /// challenges answered) on the registry's own origin; without the
+    /// registry's credentials anywhere else (storage behind it, an upload
+    /// location on another host).
+    pub(super) async fn send_to(
+        &self,
+        method: Method,
+        repository: &str,
+        access: Access,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Reply> {
+        match url.strip_prefix(&self.base) {
+            Some(path) if same_origin(url, &self.base) => {
+                self.send(method, repository, access, path, headers, body)
+                    .await
+            }
+            _ => self.exchange(&method, url, headers, &body, None).await,
+        }
     }
 
     /// One request to the registry, answering an auth challenge once.

@@ -55,6 +55,27 @@ struct FileConfig {
     tags: Option<Vec<String>>,
     /// How `hoist publish` pushes.
     push: Option<FilePush>,
+    /// Where `hoist promote` copies to.
+    promote: Option<FilePromote>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePromote {
+    to: Option<Vec<FileDestination>>,
+}
+
+/// One entry of `promote.to`: a registry, or a registry with its AWS
+/// settings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileDestination {
+    Registry(String),
+    Detailed {
+        registry: String,
+        aws_profile: Option<String>,
+        aws_role_arn: Option<String>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +116,29 @@ pub struct PushConfig {
     pub chunk_size: Option<u64>,
     /// `push.jobs` (`HOIST_PUSH_JOBS`): blob uploads at once; default 4.
     pub jobs: usize,
+}
+
+/// How to reach an ECR registry of another account than the default
+/// credentials' (a promotion's destination): both `None` use the default
+/// chain as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// A profile of the shared AWS config (`~/.aws/config`) to take the
+    /// credentials from, instead of `AWS_PROFILE` or the default.
+    pub profile: Option<String>,
+    /// A role to assume through STS with those credentials, e.g.
+    /// `arn:aws:iam::210987654321:role/hoist-promote` (the usual way into
+    /// another account).
+    pub role_arn: Option<String>,
+}
+
+/// A registry that `hoist promote --to` copies verified images to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// `HOST[/PREFIX]`, as `registry:` is written.
+    pub registry: String,
+    /// Used when the host is an ECR host.
+    pub aws: AwsSettings,
 }
 
 /// The default of `push.jobs`.
@@ -162,6 +206,8 @@ pub struct Overrides {
     pub push_via: Option<PushVia>,
     /// `--chunk-size` as given.
     pub chunk_size: Option<String>,
+    /// `--to` as given (repeatable).
+    pub promote_to: Vec<String>,
 }
 
 /// The git providers the manifest's entries are cloned from.
@@ -205,6 +251,9 @@ pub struct Config {
     /// …; expanded by [`crate::build::extra_tags`]).
     pub tags: Vec<String>,
     pub push: PushConfig,
+    /// `promote.to` (`HOIST_PROMOTE_TO`, `--to`): where `hoist promote`
+    /// copies to; empty promotes in `registry` itself.
+    pub promote_to: Vec<Destination>,
 }
 
 /// How one image is built. Paths are resolved like every other path;
@@ -355,6 +404,12 @@ impl Config {
             &env_value,
             file.as_deref(),
         )?;
+        let promote_to = promote_to(
+            parsed.promote.and_then(|p| p.to).unwrap_or_default(),
+            overrides.promote_to,
+            &env_value,
+            file.as_deref(),
+        )?;
         let dialect = overrides
             .dialect
             .or(parsed.dialect)
@@ -396,6 +451,7 @@ impl Config {
             images,
             tags: parsed.tags.unwrap_or_default(),
             push,
+            promote_to,
         })
     }
 }
@@ -555,6 +611,67 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(millis))
+}
+
+/// `promote.to` with `HOIST_PROMOTE_TO` (registries separated by commas or
+/// white space) or the `--to` flags instead. A registry given by flag or
+/// variable keeps the AWS settings its `promote.to` entry gives.
+fn promote_to(
+    file: Vec<FileDestination>,
+    flags: Vec<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    config: Option<&Path>,
+) -> Result<Vec<Destination>> {
+    let where_file = config.map_or("hoist.yaml".to_string(), |p| p.display().to_string());
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    let mut listed = Vec::new();
+    for entry in file {
+        let destination = match entry {
+            FileDestination::Registry(registry) => Destination {
+                registry,
+                aws: AwsSettings::default(),
+            },
+            FileDestination::Detailed {
+                registry,
+                aws_profile,
+                aws_role_arn,
+            } => Destination {
+                registry,
+                aws: AwsSettings {
+                    profile: aws_profile.filter(|p| !p.is_empty()),
+                    role_arn: aws_role_arn.filter(|r| !r.is_empty()),
+                },
+            },
+        };
+        if destination.registry.trim().is_empty() {
+            return Err(Error::input(format!(
+                "promote.to in {where_file} lists an empty registry"
+            ))
+            .hint("write HOST[/PREFIX], e.g. 210987654321.dkr.ecr.eu-west-1.amazonaws.com/team"));
+        }
+        listed.push(destination);
+    }
+    let given: Vec<String> = if !flags.is_empty() {
+        flags
+    } else if let Some(text) = env("HOIST_PROMOTE_TO") {
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|part| !part.is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        return Ok(listed);
+    };
+    Ok(given
+        .into_iter()
+        .map(|registry| {
+            let aws = listed
+                .iter()
+                .find(|d| same(&d.registry, &registry))
+                .map(|d| d.aws.clone())
+                .unwrap_or_default();
+            Destination { registry, aws }
+        })
+        .collect())
 }
 
 /// `push:` with the flags and `HOIST_PUSH_*` over it.

@@ -8,10 +8,12 @@
 mod common;
 
 use common::docker::{Registry, RegistryOptions};
-use hoist::registry::copy::{Copied, copy};
+use hoist::registry::copy::{Copied, End, Options, copy};
 use hoist::registry::oci::Oci;
 use hoist::registry::retry::Retries;
-use hoist::registry::{DOCKER_MANIFEST, Manifest, OCI_INDEX, OCI_MANIFEST, Target, digest_of};
+use hoist::registry::{
+    DOCKER_MANIFEST, Manifest, OCI_INDEX, OCI_MANIFEST, Registry as Remote, Target, digest_of,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// A client for `registry` that sees only `vars` (and an empty HOME).
-fn client(registry: &Registry, vars: &[(&str, &str)]) -> Oci {
+fn client(registry: &Registry, vars: &[(&str, &str)]) -> Remote {
     let home = tempfile::tempdir().unwrap();
     let mut env: HashMap<String, String> = vars
         .iter()
@@ -28,16 +30,37 @@ fn client(registry: &Registry, vars: &[(&str, &str)]) -> Oci {
         .collect();
     env.insert("HOME".into(), home.path().to_str().unwrap().to_string());
     let target = Target::parse(registry.addr()).unwrap();
-    Oci::connect(&target, &|name| env.get(name).cloned())
-        .unwrap()
-        .with_retries(Retries::with_base_delay(Duration::from_millis(5)))
+    Remote::Oci(
+        Oci::connect(&target, &|name| env.get(name).cloned())
+            .unwrap()
+            .with_retries(Retries::with_base_delay(Duration::from_millis(5))),
+    )
+}
+
+/// One end of a copy: `remote`'s `repository`.
+fn end<'a>(remote: &'a Remote, repository: &'a str) -> End<'a> {
+    End {
+        registry: remote,
+        blobs: remote.oci().unwrap(),
+        repository,
+    }
+}
+
+fn options(chunk: Option<u64>) -> Options {
+    Options { chunk, jobs: 4 }
 }
 
 /// Random bytes as a blob in `repository`; its descriptor.
-async fn blob(oci: &Oci, repository: &str, size: usize, media_type: &str) -> serde_json::Value {
+async fn blob(
+    remote: &Remote,
+    repository: &str,
+    size: usize,
+    media_type: &str,
+) -> serde_json::Value {
     let mut bytes = vec![0u8; size];
     fastrand::fill(&mut bytes);
     let digest = digest_of(&bytes);
+    let oci = remote.oci().unwrap();
     oci.upload_bytes(repository, &digest, bytes.into(), 1 << 20)
         .await
         .map_err(|_| "upload")
@@ -46,7 +69,7 @@ async fn blob(oci: &Oci, repository: &str, size: usize, media_type: &str) -> ser
 }
 
 /// An image of a config and two layers, written under `tag`.
-async fn image(oci: &Oci, repository: &str, tag: &str, media_type: &str) -> Manifest {
+async fn image(oci: &Remote, repository: &str, tag: &str, media_type: &str) -> Manifest {
     let config = blob(
         oci,
         repository,
@@ -100,9 +123,14 @@ fn an_image_is_copied_digest_for_digest_and_a_second_copy_sends_nothing() {
     let to = client(&dest, &login(&dest));
     block_on(async {
         let manifest = image(&from, "app", "v1", DOCKER_MANIFEST).await;
-        let first = copy(&from, "app", &to, "prod/app", &manifest, None)
-            .await
-            .unwrap();
+        let first = copy(
+            end(&from, "app"),
+            end(&to, "prod/app"),
+            &manifest,
+            options(None),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             first,
             Copied {
@@ -111,6 +139,7 @@ fn an_image_is_copied_digest_for_digest_and_a_second_copy_sends_nothing() {
                 blobs_skipped: 0,
                 blobs_mounted: 0,
                 manifests: 1,
+                resumed: 0,
             }
         );
         let copied = to
@@ -121,11 +150,16 @@ fn an_image_is_copied_digest_for_digest_and_a_second_copy_sends_nothing() {
         assert_eq!(copied.digest, manifest.digest);
         assert_eq!(copied.bytes, manifest.bytes, "the exact bytes");
 
-        let again = copy(&from, "app", &to, "prod/app", &manifest, None)
-            .await
-            .unwrap();
-        assert_eq!((again.blobs_copied, again.bytes), (0, 0));
-        assert_eq!(again.blobs_skipped, 3);
+        let again = copy(
+            end(&from, "app"),
+            end(&to, "prod/app"),
+            &manifest,
+            options(None),
+        )
+        .await
+        .unwrap();
+        // The destination holds the manifest: nothing to ask, nothing sent.
+        assert_eq!(again, Copied::default());
     });
 }
 
@@ -140,9 +174,14 @@ fn chunks_carry_the_blobs_and_each_request_stays_under_the_chunk() {
     let (from, to) = (client(&source, &[]), client(&dest, &[]));
     block_on(async {
         let manifest = image(&from, "app", "v1", OCI_MANIFEST).await;
-        let copied = copy(&from, "app", &to, "app", &manifest, Some(64 << 10))
-            .await
-            .unwrap();
+        let copied = copy(
+            end(&from, "app"),
+            end(&to, "app"),
+            &manifest,
+            options(Some(64 << 10)),
+        )
+        .await
+        .unwrap();
         assert_eq!(copied.blobs_copied, 3);
         assert_eq!(copied.bytes, 450_700);
         assert!(
@@ -185,7 +224,9 @@ fn an_index_is_copied_with_every_child() {
         });
         let index = Manifest::from_bytes(OCI_INDEX, serde_json::to_vec(&index).unwrap().into());
         from.put_manifest("app", "v1", &index).await.unwrap();
-        let copied = copy(&from, "app", &to, "app", &index, None).await.unwrap();
+        let copied = copy(end(&from, "app"), end(&to, "app"), &index, options(None))
+            .await
+            .unwrap();
         assert_eq!(copied.manifests, 3);
         assert_eq!(copied.blobs_copied, 6);
         for child in [&platform, &attestation, &index] {
@@ -203,9 +244,14 @@ fn a_copy_inside_one_registry_mounts_the_blobs() {
     let oci = client(&registry, &[]);
     block_on(async {
         let manifest = image(&oci, "staging/app", "v1", OCI_MANIFEST).await;
-        let copied = copy(&oci, "staging/app", &oci, "prod/app", &manifest, None)
-            .await
-            .unwrap();
+        let copied = copy(
+            end(&oci, "staging/app"),
+            end(&oci, "prod/app"),
+            &manifest,
+            options(None),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             (copied.blobs_mounted, copied.blobs_copied, copied.bytes),
             (3, 0, 0)

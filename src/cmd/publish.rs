@@ -273,6 +273,16 @@ pub(super) fn mask_secrets(config: &Config, ci: &Ci, env: &dyn Fn(&str) -> Optio
             mask(ci, &Secret::new(value));
         }
     }
+    // One registry's password each (`HOIST_REGISTRY_PASSWORD_<HOST>`): their
+    // names are not known ahead.
+    for (name, _) in std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+        .filter(|(name, _)| name.starts_with("HOIST_REGISTRY_PASSWORD_"))
+    {
+        if let Some(value) = env(&name) {
+            mask(ci, &Secret::new(value));
+        }
+    }
 }
 
 /// What each image's `staging-<sha7>` names now; conflicts stop the run

@@ -1,34 +1,67 @@
 //! Copying an image from one registry to another, digest for digest: the
 //! manifest's exact bytes (an index with every child manifest), and every
 //! blob they name, streamed from the source to the destination without
-//! touching disk and without decompressing. The groundwork of `hoist
-//! promote --to` (issue 18); tags are the caller's to move, after every
-//! image is copied, so that a failure leaves the destination's tags as
-//! they were.
+//! touching disk and without decompressing. `hoist promote --to` copies
+//! every image first and moves tags after ([`crate::cmd`]), so that a
+//! failure leaves the destination's tags as they were.
 //!
-//! Per blob: skipped when the destination holds it (`HEAD`); mounted when
-//! source and destination are the same registry; otherwise its bytes
-//! stream from the source's `GET` into the destination's upload, chunked
-//! when a chunk size is given ([`Oci::send_chunk`]: resent from where the
-//! destination stands after a failure), else as one streamed `PATCH`. The
-//! digest is checked as the bytes pass, before the upload is committed.
+//! Two steps, so that a dry run can show the first:
+//! - [`plan`] reads what the destination lacks: nothing when it holds the
+//!   manifest already (a registry accepts a manifest only once it holds
+//!   every blob and child it names), else each blob's `HEAD`.
+//! - [`apply`] copies the missing blobs, [`Options::jobs`] at once: mounted
+//!   when source and destination are the same registry, else streamed from
+//!   the source's `GET` into the destination's upload, in chunks of
+//!   [`Options::chunk`] bytes when given ([`Oci::send_chunk`]) or as one
+//!   streamed `PATCH`. A blob cut half-way resumes where the destination
+//!   stands: `GET` on the upload gives its offset, and the source is read
+//!   again from there (`Range`). The digest is checked as the bytes pass,
+//!   before the upload is committed; then the children and the manifest are
+//!   written by digest.
 
-use super::blob::Started;
+use super::blob::{Started, Upload};
 use super::oci::{Body, Oci};
 use super::retry::{ATTEMPTS, Failure};
-use super::{Manifest, digest_of};
+use super::{Manifest, Registry, digest_of};
 use crate::error::{Error, Result};
 use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// How long the source may send nothing in the middle of a blob before
+/// the read is taken as cut (and resumed).
+const STALL: Duration = Duration::from_secs(120);
+
+/// One end of a copy: where manifests are read and written (ECR through
+/// its API), and the client blobs go through (for ECR, its registry
+/// endpoint with the token of `GetAuthorizationToken`).
+#[derive(Clone, Copy)]
+pub struct End<'a> {
+    pub registry: &'a Registry,
+    pub blobs: &'a Oci,
+    /// The repository.
+    pub repository: &'a str,
+}
+
+/// How blobs are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// No request body larger than this many bytes (`push.chunk_size`);
+    /// `None`: one streamed `PATCH` per blob.
+    pub chunk: Option<u64>,
+    /// Blobs copied at once (`push.jobs`).
+    pub jobs: usize,
+}
+
 /// What a copy moved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Copied {
-    /// Blobs whose bytes were sent, and how many bytes (a resent chunk
+    /// Blobs whose bytes were sent, and how many bytes (a resent part
     /// counts again).
     pub blobs_copied: usize,
     pub bytes: u64,
@@ -38,10 +71,24 @@ pub struct Copied {
     pub blobs_mounted: usize,
     /// Manifests written (children of an index included), by digest.
     pub manifests: usize,
+    /// Blobs resumed after a cut, from where the destination stood.
+    pub resumed: usize,
+}
+
+impl Copied {
+    /// Adds another copy's counts to these.
+    pub fn add(&mut self, other: &Copied) {
+        self.blobs_copied += other.blobs_copied;
+        self.bytes += other.bytes;
+        self.blobs_skipped += other.blobs_skipped;
+        self.blobs_mounted += other.blobs_mounted;
+        self.manifests += other.manifests;
+        self.resumed += other.resumed;
+    }
 }
 
 /// A blob as a manifest names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Blob {
     pub digest: String,
     pub size: u64,
@@ -91,31 +138,63 @@ pub fn named(manifest: &[u8]) -> Result<Named> {
     })
 }
 
-/// Copies `manifest` (read from `source`'s repository `from`) into
-/// `dest`'s repository `to`: every blob, every child manifest (written by
-/// digest), then the manifest itself by digest. Writes no tag.
-pub async fn copy(
-    source: &Oci,
-    from: &str,
-    dest: &Oci,
-    to: &str,
-    manifest: &Manifest,
-    chunk: Option<u64>,
-) -> Result<Copied> {
-    let mut copied = Copied::default();
-    copy_manifest(source, from, dest, to, manifest, chunk, &mut copied, 0).await?;
-    Ok(copied)
+/// What copying one manifest needs: the manifests to write, children
+/// first and the manifest itself last (empty when the destination holds
+/// it), and its blobs, split by whether the destination holds them.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub manifests: Vec<Manifest>,
+    pub missing: Vec<Blob>,
+    pub present: Vec<Blob>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn copy_manifest(
-    source: &Oci,
-    from: &str,
-    dest: &Oci,
-    to: &str,
+impl Plan {
+    /// The bytes of the blobs to send.
+    pub fn missing_bytes(&self) -> u64 {
+        self.missing.iter().map(|b| b.size).sum()
+    }
+}
+
+/// Reads what the destination lacks of `manifest` (read from `source`):
+/// one `GET` of the manifest by digest there, and when it is not there,
+/// the source's child manifests and a `HEAD` of every blob.
+pub async fn plan(source: End<'_>, dest: End<'_>, manifest: &Manifest) -> Result<Plan> {
+    if dest
+        .registry
+        .manifest(dest.repository, &manifest.digest)
+        .await?
+        .is_some_and(|there| there.digest == manifest.digest)
+    {
+        return Ok(Plan::default());
+    }
+    let mut plan = Plan::default();
+    let mut blobs = Vec::new();
+    collect(source, manifest, &mut plan.manifests, &mut blobs, 0).await?;
+    let mut seen = std::collections::HashSet::new();
+    blobs.retain(|b: &Blob| seen.insert(b.digest.clone()));
+    let held: Vec<Result<Option<u64>>> = futures_util::stream::iter(
+        blobs
+            .iter()
+            .map(|blob| dest.blobs.has_blob(dest.repository, &blob.digest)),
+    )
+    .buffered(8)
+    .collect()
+    .await;
+    for (blob, held) in blobs.into_iter().zip(held) {
+        match held? {
+            Some(_) => plan.present.push(blob),
+            None => plan.missing.push(blob),
+        }
+    }
+    Ok(plan)
+}
+
+/// The manifests to write (children first) and the blobs they name.
+async fn collect(
+    source: End<'_>,
     manifest: &Manifest,
-    chunk: Option<u64>,
-    copied: &mut Copied,
+    manifests: &mut Vec<Manifest>,
+    blobs: &mut Vec<Blob>,
     depth: usize,
 ) -> Result<()> {
     if manifest.digest != digest_of(&manifest.bytes) {
@@ -127,75 +206,136 @@ async fn copy_manifest(
     let named = named(&manifest.bytes)?;
     if depth > 1 && !named.children.is_empty() {
         return Err(Error::failed(format!(
-            "{from}@{} nests indexes deeper than hoist copies",
-            manifest.digest
+            "{}@{} nests indexes deeper than hoist copies",
+            source.repository, manifest.digest
         )));
     }
     for child in &named.children {
-        let child_manifest = source.manifest(from, &child.digest).await?.ok_or_else(|| {
-            Error::failed(format!(
-                "{}/{from} lists {}, which it does not hold",
-                source.host(),
-                child.digest
-            ))
-        })?;
-        Box::pin(copy_manifest(
+        let child_manifest = source
+            .registry
+            .manifest(source.repository, &child.digest)
+            .await?
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "{}/{} lists {}, which it does not hold",
+                    source.blobs.host(),
+                    source.repository,
+                    child.digest
+                ))
+            })?;
+        Box::pin(collect(
             source,
-            from,
-            dest,
-            to,
             &child_manifest,
-            chunk,
-            copied,
+            manifests,
+            blobs,
             depth + 1,
         ))
         .await?;
     }
-    for blob in &named.blobs {
-        copy_blob(source, from, dest, to, blob, chunk, copied).await?;
-    }
-    dest.put_manifest(to, &manifest.digest, manifest).await?;
-    copied.manifests += 1;
+    blobs.extend(named.blobs);
+    manifests.push(manifest.clone());
     Ok(())
 }
 
-/// One blob: skip, mount, or stream it across, tried up to [`ATTEMPTS`]
-/// times.
-async fn copy_blob(
-    source: &Oci,
-    from: &str,
-    dest: &Oci,
-    to: &str,
-    blob: &Blob,
-    chunk: Option<u64>,
-    copied: &mut Copied,
-) -> Result<()> {
-    if dest.has_blob(to, &blob.digest).await?.is_some() {
-        copied.blobs_skipped += 1;
-        return Ok(());
+/// Copies what `plan` says is missing, then writes its manifests by
+/// digest (no tag).
+pub async fn apply(
+    source: End<'_>,
+    dest: End<'_>,
+    plan: &Plan,
+    options: Options,
+) -> Result<Copied> {
+    let counts = Counts::default();
+    futures_util::stream::iter(
+        plan.missing
+            .iter()
+            .map(|blob| copy_blob(source, dest, blob, options, &counts)),
+    )
+    .buffer_unordered(options.jobs.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    for manifest in &plan.manifests {
+        dest.registry
+            .put_manifest(dest.repository, &manifest.digest, manifest)
+            .await?;
     }
-    if source.host() == dest.host() {
-        match dest.mount(to, &blob.digest, from).await? {
+    Ok(Copied {
+        blobs_copied: counts.copied.load(Ordering::Relaxed),
+        bytes: counts.bytes.load(Ordering::Relaxed),
+        blobs_skipped: plan.present.len(),
+        blobs_mounted: counts.mounted.load(Ordering::Relaxed),
+        manifests: plan.manifests.len(),
+        resumed: counts.resumed.load(Ordering::Relaxed),
+    })
+}
+
+/// [`plan`], then [`apply`].
+pub async fn copy(
+    source: End<'_>,
+    dest: End<'_>,
+    manifest: &Manifest,
+    options: Options,
+) -> Result<Copied> {
+    let plan = plan(source, dest, manifest).await?;
+    apply(source, dest, &plan, options).await
+}
+
+#[derive(Default)]
+struct Counts {
+    copied: AtomicUsize,
+    bytes: AtomicU64,
+    mounted: AtomicUsize,
+    resumed: AtomicUsize,
+}
+
+/// Where one blob's copy stands across tries: the destination's upload
+/// and the hash of the bytes read so far, so that a cut copy resumes at
+/// the destination's offset without reading the source from the start.
+struct Progress {
+    upload: Option<Upload>,
+    hash: Sha256,
+    /// Bytes of the blob hashed so far (from its start).
+    hashed: u64,
+}
+
+/// One blob: mounted or streamed across, tried up to [`ATTEMPTS`] times,
+/// each try going on from where the destination stands.
+async fn copy_blob(
+    source: End<'_>,
+    dest: End<'_>,
+    blob: &Blob,
+    options: Options,
+    counts: &Counts,
+) -> Result<()> {
+    let mut progress = Progress {
+        upload: None,
+        hash: Sha256::new(),
+        hashed: 0,
+    };
+    if source.blobs.host() == dest.blobs.host() {
+        match dest
+            .blobs
+            .mount(dest.repository, &blob.digest, source.repository)
+            .await?
+        {
             Started::Mounted => {
-                copied.blobs_mounted += 1;
+                counts.mounted.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            Started::Upload(_) => {}
+            Started::Upload(upload) => progress.upload = Some(upload),
         }
     }
     let mut tries = 0;
     loop {
         tries += 1;
-        let sent = AtomicU64::new(0);
-        let result = stream_blob(source, from, dest, to, blob, chunk, &sent).await;
-        copied.bytes += sent.load(Ordering::Relaxed);
+        let result = stream_blob(source, dest, blob, options.chunk, &mut progress, counts).await;
         match result {
             Ok(()) => {
-                copied.blobs_copied += 1;
+                counts.copied.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
             Err(Failure::Transient(_)) if tries < ATTEMPTS => {
-                dest.retries.pause(tries).await;
+                dest.blobs.retries.pause(tries).await;
             }
             Err(Failure::Transient(error)) => {
                 return Err(error.caused_by(format!("gave up after {tries} tries")));
@@ -205,57 +345,174 @@ async fn copy_blob(
     }
 }
 
+/// Where the next try starts: the destination's upload at its offset when
+/// it still holds one no further than the bytes hashed, else a new upload
+/// (and the hash from the start).
+async fn resume_point(
+    dest: End<'_>,
+    progress: &mut Progress,
+) -> std::result::Result<(Upload, bool), Failure> {
+    if let Some(mut upload) = progress.upload.take() {
+        match dest.blobs.upload_status(&upload).await {
+            Ok(Some(held)) if held <= progress.hashed => {
+                upload.offset = held;
+                return Ok((upload, held > 0));
+            }
+            // Gone (distribution drops an upload whose PATCH was cut), or
+            // holding more than was read: start again.
+            Ok(_) | Err(_) => {}
+        }
+    }
+    progress.hash = Sha256::new();
+    progress.hashed = 0;
+    Ok((dest.blobs.new_upload(dest.repository).await?, false))
+}
+
 async fn stream_blob(
-    source: &Oci,
-    from: &str,
-    dest: &Oci,
-    to: &str,
+    source: End<'_>,
+    dest: End<'_>,
     blob: &Blob,
     chunk: Option<u64>,
-    sent: &AtomicU64,
+    progress: &mut Progress,
+    counts: &Counts,
 ) -> std::result::Result<(), Failure> {
-    let (size, mut body) = source.blob_stream(from, &blob.digest, 0).await?;
-    if size != blob.size && size != 0 {
+    let (mut upload, resumed) = resume_point(dest, progress).await?;
+    if resumed {
+        counts.resumed.fetch_add(1, Ordering::Relaxed);
+    }
+    let start = upload.offset;
+    let result = if start == blob.size {
+        Ok(())
+    } else {
+        let opened = source
+            .blobs
+            .blob_stream(source.repository, &blob.digest, start)
+            .await;
+        match opened {
+            Ok((size, body)) if size == blob.size || size == 0 => {
+                send(
+                    dest,
+                    &mut upload,
+                    body,
+                    start,
+                    chunk,
+                    progress,
+                    &counts.bytes,
+                )
+                .await
+            }
+            Ok((size, _)) => Err(Failure::Permanent(Error::failed(format!(
+                "{}/{} holds {} as {size} bytes, the manifest says {}",
+                source.blobs.host(),
+                source.repository,
+                blob.digest,
+                blob.size
+            )))),
+            Err(error) => Err(Failure::Transient(error)),
+        }
+    };
+    // Whatever happened, the upload may hold bytes a next try can keep.
+    progress.upload = Some(upload.clone());
+    result?;
+    let digest = format!(
+        "sha256:{}",
+        progress
+            .hash
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    if digest != blob.digest || progress.hashed != blob.size {
+        progress.upload = None;
         return Err(Failure::Permanent(Error::failed(format!(
-            "{}/{from} holds {} as {size} bytes, the manifest says {}",
-            source.host(),
-            blob.digest,
-            blob.size
+            "{}/{} served {} bytes for {} that hash to {digest}",
+            source.blobs.host(),
+            source.repository,
+            progress.hashed,
+            blob.digest
         ))));
     }
-    let mut upload = dest.new_upload(to).await?;
-    let mut hash = Sha256::new();
-    let mut received: u64 = 0;
-    let cut = |e: hyper::Error| {
-        Failure::Transient(
-            Error::failed(format!("the source cut the blob {}", blob.digest)).caused_by(e),
-        )
+    dest.blobs.commit(&upload, &blob.digest).await?;
+    Ok(())
+}
+
+/// The next bytes of a blob's body; `None` at its end. A cut or a stall
+/// of [`STALL`] is an error.
+async fn next_data(body: &mut hyper::body::Incoming) -> Result<Option<Bytes>> {
+    match tokio::time::timeout(STALL, body.frame()).await {
+        Ok(Some(Ok(frame))) => Ok(Some(frame.into_data().unwrap_or_default())),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(Error::failed("the source cut the blob").caused_by(e)),
+        Err(_) => Err(Error::failed(format!(
+            "the source sent nothing for {} s",
+            STALL.as_secs()
+        ))),
+    }
+}
+
+/// Sends the source's `body` (the blob from `start` on) into `upload`,
+/// hashing the bytes past what `progress` hashed. A cut source ends the
+/// request cleanly, so that the destination keeps what it received and
+/// the next try resumes there.
+async fn send(
+    dest: End<'_>,
+    upload: &mut Upload,
+    mut body: hyper::body::Incoming,
+    start: u64,
+    chunk: Option<u64>,
+    progress: &mut Progress,
+    sent: &AtomicU64,
+) -> std::result::Result<(), Failure> {
+    let mut position = start;
+    let mut take = |data: &Bytes, progress: &mut Progress| {
+        let end = position + data.len() as u64;
+        if end > progress.hashed {
+            let skip = (progress.hashed.saturating_sub(position)) as usize;
+            progress.hash.update(&data[skip..]);
+            progress.hashed = end;
+        }
+        position = end;
     };
     match chunk {
         Some(chunk) => {
             let chunk = chunk as usize;
             let mut buffer = BytesMut::with_capacity(chunk);
-            while let Some(frame) = body.frame().await.transpose().map_err(cut)? {
-                let Ok(mut data) = frame.into_data() else {
-                    continue;
+            let mut cut = None;
+            loop {
+                let mut data = match next_data(&mut body).await {
+                    Ok(Some(data)) => data,
+                    Ok(None) => break,
+                    Err(error) => {
+                        cut = Some(error);
+                        break;
+                    }
                 };
-                hash.update(&data);
-                received += data.len() as u64;
+                take(&data, progress);
                 while !data.is_empty() {
-                    let take = data.len().min(chunk - buffer.len());
-                    buffer.extend_from_slice(&data.split_to(take));
+                    let room = data.len().min(chunk - buffer.len());
+                    buffer.extend_from_slice(&data.split_to(room));
                     if buffer.len() == chunk {
                         let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(chunk));
-                        dest.send_chunk(&mut upload, full.freeze(), sent)
+                        dest.blobs
+                            .send_chunk(upload, full.freeze(), sent)
                             .await
                             .map_err(|(failure, _)| failure)?;
                     }
                 }
             }
+            // What arrived before a cut is sent too: the next try goes on
+            // after it.
             if !buffer.is_empty() {
-                dest.send_chunk(&mut upload, buffer.freeze(), sent)
+                dest.blobs
+                    .send_chunk(upload, buffer.freeze(), sent)
                     .await
                     .map_err(|(failure, _)| failure)?;
+            }
+            match cut {
+                Some(error) => Err(Failure::Transient(error)),
+                None => Ok(()),
             }
         }
         None => {
@@ -269,42 +526,36 @@ async fn stream_blob(
                 })
             });
             let request: Body = BodyExt::boxed(StreamBody::new(stream));
+            let streamed = AtomicU64::new(0);
             let feed = async {
-                while let Some(frame) = body.frame().await.transpose().map_err(cut)? {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
+                // Owned here: the request's body ends when the feed does.
+                let body_tx = body_tx;
+                loop {
+                    let data = match next_data(&mut body).await {
+                        Ok(Some(data)) => data,
+                        Ok(None) => break,
+                        // The request ends here, as if the blob did: the
+                        // destination keeps what it got.
+                        Err(error) => return Some(error),
                     };
-                    hash.update(&data);
-                    received += data.len() as u64;
-                    sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    take(&data, progress);
+                    streamed.fetch_add(data.len() as u64, Ordering::Relaxed);
                     if body_tx.send(data).await.is_err() {
                         break;
                     }
                 }
-                drop(body_tx);
-                Ok::<(), Failure>(())
+                None
             };
-            let (patched, fed) = tokio::join!(dest.patch_stream(&mut upload, request, sent), feed);
-            fed?;
+            let (patched, cut) =
+                tokio::join!(dest.blobs.patch_stream(upload, request, &streamed), feed);
+            sent.fetch_add(streamed.load(Ordering::Relaxed), Ordering::Relaxed);
             patched?;
+            match cut {
+                Some(error) => Err(Failure::Transient(error)),
+                None => Ok(()),
+            }
         }
     }
-    let digest = format!(
-        "sha256:{}",
-        hash.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    if digest != blob.digest || received != blob.size {
-        return Err(Failure::Permanent(Error::failed(format!(
-            "{}/{from} served {received} bytes for {} that hash to {digest}",
-            source.host(),
-            blob.digest
-        ))));
-    }
-    dest.commit(&upload, &blob.digest).await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,17 @@
-//! Where the login for an OCI registry comes from: `HOIST_REGISTRY_USER`
-//! and `HOIST_REGISTRY_PASSWORD` when both are set (CI sets them from its
-//! secrets), else the Docker config a developer already has from
-//! `docker login`: its credential helpers (`credHelpers`, `credsStore`) and
-//! its `auths`. hoist only reads that config: it never writes one and never
-//! runs `docker login`.
+//! Where the login for an OCI registry comes from, first found wins:
+//! 1. `HOIST_REGISTRY_USER_<HOST>` and `HOIST_REGISTRY_PASSWORD_<HOST>`, the
+//!    login of one registry host (see [`host_key`]: `ghcr.io` is `GHCR_IO`,
+//!    `127.0.0.1:5001` is `127_0_0_1_5001`), for a command that talks to
+//!    two registries (`hoist promote --to`), as Terraform's
+//!    `TF_TOKEN_<host>` names a host's token;
+//! 2. `HOIST_REGISTRY_USER` and `HOIST_REGISTRY_PASSWORD` when both are set
+//!    (CI sets them from its secrets); the caller leaves them out for a
+//!    registry they were not given for (a promotion's destination), so that
+//!    one registry's password never reaches another;
+//! 3. the Docker config a developer already has from `docker login`: its
+//!    credential helpers (`credHelpers`, `credsStore`) and its `auths`.
+//!    hoist only reads that config: it never writes one and never runs
+//!    `docker login`.
 //!
 //! A credential helper that fails (a locked keychain on a CI runner broke
 //! the reference pipeline) is an error that names the helper, not a silent
@@ -52,6 +60,9 @@ pub fn is_identity_token(login: &Login) -> bool {
 pub enum Source {
     /// `HOIST_REGISTRY_USER` and `HOIST_REGISTRY_PASSWORD`.
     Environment,
+    /// `HOIST_REGISTRY_USER_<key>` and `HOIST_REGISTRY_PASSWORD_<key>`, for
+    /// one host ([`host_key`]).
+    HostEnvironment { key: String },
     /// A credential helper named by the Docker config.
     Helper { config: PathBuf, helper: String },
     /// An `auths` entry of the Docker config.
@@ -65,6 +76,9 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Environment => "HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD".to_string(),
+            Source::HostEnvironment { key } => {
+                format!("HOIST_REGISTRY_USER_{key}/HOIST_REGISTRY_PASSWORD_{key}")
+            }
             Source::Helper { config, helper } => format!(
                 "the credential helper docker-credential-{helper} (named in {})",
                 config.display()
@@ -122,28 +136,26 @@ pub fn find_login(
 /// The login for a registry host, where it was found, and the credential
 /// helper that is missing, if one is.
 pub fn lookup(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Lookup> {
-    let set = |name: &str| env(name).filter(|value| !value.is_empty());
-    match (set("HOIST_REGISTRY_USER"), set("HOIST_REGISTRY_PASSWORD")) {
-        (Some(username), Some(password)) => {
-            let login = Login {
-                username,
-                password: Secret::new(password),
-            };
+    let key = host_key(host);
+    let pairs = [
+        (
+            format!("HOIST_REGISTRY_USER_{key}"),
+            format!("HOIST_REGISTRY_PASSWORD_{key}"),
+            Source::HostEnvironment { key: key.clone() },
+        ),
+        (
+            "HOIST_REGISTRY_USER".to_string(),
+            "HOIST_REGISTRY_PASSWORD".to_string(),
+            Source::Environment,
+        ),
+    ];
+    for (user, password, source) in pairs {
+        if let Some(login) = login_from_env(&user, &password, env)? {
             return Ok(Lookup {
-                found: Some((login, Source::Environment)),
+                found: Some((login, source)),
                 missing_helper: None,
             });
         }
-        (Some(_), None) | (None, Some(_)) => {
-            let (set, unset) = if set("HOIST_REGISTRY_USER").is_some() {
-                ("HOIST_REGISTRY_USER", "HOIST_REGISTRY_PASSWORD")
-            } else {
-                ("HOIST_REGISTRY_PASSWORD", "HOIST_REGISTRY_USER")
-            };
-            return Err(Error::input(format!("{set} is set but {unset} is not"))
-                .hint("set both to log in with them, or neither to use the Docker config"));
-        }
-        (None, None) => {}
     }
     let Some(path) = config_path(env) else {
         return Ok(Lookup::default());
@@ -154,6 +166,43 @@ pub fn lookup(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Lookup
         Err(e) => return Err(Error::unreadable("Docker config", &path, e)),
     };
     from_config(host, &path, &text, env)
+}
+
+/// The login a pair of variables holds: both set, neither, or an input
+/// error naming the one that is missing.
+fn login_from_env(
+    user: &str,
+    password: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Login>> {
+    let set = |name: &str| env(name).filter(|value| !value.is_empty());
+    match (set(user), set(password)) {
+        (Some(username), Some(password)) => Ok(Some(Login {
+            username,
+            password: Secret::new(password),
+        })),
+        (Some(_), None) => Err(Error::input(format!("{user} is set but {password} is not"))
+            .hint("set both to log in with them, or neither to use the Docker config")),
+        (None, Some(_)) => Err(Error::input(format!("{password} is set but {user} is not"))
+            .hint("set both to log in with them, or neither to use the Docker config")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A registry host as the suffix of an environment variable's name: upper
+/// case, every character that is not a letter or digit made `_`
+/// (`registry.example.com:5000` is `REGISTRY_EXAMPLE_COM_5000`), as
+/// variable names allow nothing else on every runner.
+pub fn host_key(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.

@@ -43,6 +43,7 @@
 
 use super::retry::{Failure, Retries, is_transient_status};
 use super::{EcrHost, Login, MANIFEST_MEDIA_TYPES, Manifest, Missing, PushAuth, Tag, Target};
+use crate::config::AwsSettings;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use aws_config::retry::{ErrorKind, RetryConfig};
@@ -103,9 +104,13 @@ enum Outcome<E> {
 }
 
 impl Ecr {
+    /// A client for the registry `host`: the region from the host, the
+    /// credentials as the module says, then `aws`'s profile and role over
+    /// them (a promotion's destination in another account).
     pub async fn connect(
         target: &Target,
         host: &EcrHost,
+        aws: &AwsSettings,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Ecr> {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
@@ -143,7 +148,25 @@ impl Ecr {
             }
             (None, None) => {}
         }
-        let config = loader.load().await;
+        if let Some(profile) = &aws.profile {
+            loader = loader.profile_name(profile);
+        }
+        let mut config = loader.load().await;
+        if let Some(role) = &aws.role_arn {
+            // The credentials found so far assume the role: the usual way
+            // from one account (staging) into another (production).
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("hoist-promote")
+                .configure(&config)
+                .build()
+                .await;
+            config = config
+                .into_builder()
+                .credentials_provider(aws_sdk_ecr::config::SharedCredentialsProvider::new(
+                    provider,
+                ))
+                .build();
+        }
         Ok(Ecr {
             client: Client::new(&config),
             host: target.host.clone(),
@@ -284,8 +307,8 @@ impl Ecr {
         Ok(Some(said))
     }
 
-    /// The manifest a tag names, as ECR stores it, or `None` without the
-    /// tag.
+    /// The manifest a tag (or a digest, `sha256:…`) names, as ECR stores
+    /// it, or `None` without it.
     pub async fn manifest(&self, repository: &str, tag: &str) -> Result<Option<Manifest>> {
         let op = "BatchGetImage";
         let output = self
@@ -294,7 +317,7 @@ impl Ecr {
                     .batch_get_image()
                     .registry_id(&self.account)
                     .repository_name(repository)
-                    .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+                    .image_ids(image_id(tag))
                     .set_accepted_media_types(Some(
                         MANIFEST_MEDIA_TYPES.iter().map(|t| t.to_string()).collect(),
                     ))
@@ -345,7 +368,9 @@ impl Ecr {
         }))
     }
 
-    /// Writes the manifest's exact bytes under `tag`, pinned to its digest.
+    /// Writes the manifest's exact bytes under `tag`, pinned to its digest;
+    /// with its digest for `tag`, untagged (a child of an index, or an
+    /// image copied before its tags move).
     pub async fn put_manifest(
         &self,
         repository: &str,
@@ -365,7 +390,7 @@ impl Ecr {
                     .repository_name(repository)
                     .image_manifest(text)
                     .image_manifest_media_type(&manifest.media_type)
-                    .image_tag(tag)
+                    .set_image_tag((tag != manifest.digest).then(|| tag.to_string()))
                     .image_digest(&manifest.digest)
                     .send()
             })
@@ -786,6 +811,15 @@ fn staging_hex(tag: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     ok.then_some(hex)
+}
+
+/// A reference as ECR's API takes it: a digest (`sha256:…`) or a tag.
+fn image_id(reference: &str) -> ImageIdentifier {
+    if reference.starts_with("sha256:") {
+        ImageIdentifier::builder().image_digest(reference).build()
+    } else {
+        ImageIdentifier::builder().image_tag(reference).build()
+    }
 }
 
 #[cfg(test)]

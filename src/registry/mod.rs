@@ -19,6 +19,7 @@ pub mod gzip;
 pub mod oci;
 pub mod retry;
 
+use crate::config::AwsSettings;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use bytes::Bytes;
@@ -292,6 +293,22 @@ pub enum Missing {
     Create,
 }
 
+/// The OCI client a registry's blobs go through ([`Registry::blob_client`]).
+pub enum BlobClient<'a> {
+    Borrowed(&'a oci::Oci),
+    Owned(oci::Oci),
+}
+
+impl std::ops::Deref for BlobClient<'_> {
+    type Target = oci::Oci;
+    fn deref(&self) -> &oci::Oci {
+        match self {
+            BlobClient::Borrowed(oci) => oci,
+            BlobClient::Owned(oci) => oci,
+        }
+    }
+}
+
 /// A connected registry: one of the two backends.
 pub enum Registry {
     Ecr(ecr::Ecr),
@@ -306,9 +323,48 @@ impl Registry {
         target: &Target,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Registry> {
+        Registry::connect_with(target, &AwsSettings::default(), env).await
+    }
+
+    /// [`Registry::connect`], with `aws`'s profile and role for an ECR
+    /// host (ignored for others).
+    pub async fn connect_with(
+        target: &Target,
+        aws: &AwsSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Registry> {
         match target.ecr() {
-            Some(host) => Ok(Registry::Ecr(ecr::Ecr::connect(target, &host, env).await?)),
+            Some(host) => Ok(Registry::Ecr(
+                ecr::Ecr::connect(target, &host, aws, env).await?,
+            )),
             None => Ok(Registry::Oci(oci::Oci::connect(target, env)?)),
+        }
+    }
+
+    /// The OCI client, when this is one.
+    pub fn oci(&self) -> Option<&oci::Oci> {
+        match self {
+            Registry::Oci(oci) => Some(oci),
+            Registry::Ecr(_) => None,
+        }
+    }
+
+    /// The client blobs go through: the OCI client itself; for ECR, a
+    /// client of its registry endpoint with the login of
+    /// `GetAuthorizationToken` (ECR's API moves no blobs).
+    pub async fn blob_client(&self, target: &Target) -> Result<BlobClient<'_>> {
+        match self {
+            Registry::Oci(oci) => Ok(BlobClient::Borrowed(oci)),
+            Registry::Ecr(ecr) => {
+                let login = ecr.push_auth().await?.login.ok_or_else(|| {
+                    Error::failed(format!("{} gave no login for its blobs", target.host))
+                })?;
+                Ok(BlobClient::Owned(oci::Oci::with_login(
+                    target,
+                    login,
+                    credentials::Source::EcrToken,
+                )?))
+            }
         }
     }
 

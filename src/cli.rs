@@ -321,6 +321,12 @@ pub struct PromoteArgs {
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
 
+    /// Copy the verified images to this registry, HOST[/PREFIX], digest for digest, and move
+    /// `latest` there instead of in the source (repeatable) [default: HOIST_PROMOTE_TO, else
+    /// `promote.to` in hoist.yaml].
+    #[arg(long = "to", value_name = "REGISTRY")]
+    pub to: Vec<String>,
+
     /// Before promoting, wait until this canary reports the sha (JSON with `sha`, `git_sha`
     /// or `revision`); repeatable.
     #[arg(long = "wait-for", value_name = "URL")]

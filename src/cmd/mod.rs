@@ -5,6 +5,7 @@ mod changes;
 mod deps;
 mod init;
 mod promote;
+mod promote_to;
 mod publish;
 
 use crate::ci::Ci;

@@ -32,24 +32,26 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The registry and the images a command works on.
-struct Setup {
-    config: Config,
-    target: Target,
+pub(super) struct Setup {
+    pub(super) config: Config,
+    pub(super) target: Target,
     /// (image name, repository)
-    images: Vec<(String, String)>,
+    pub(super) images: Vec<(String, String)>,
 }
 
-fn setup(
+pub(super) fn setup(
     dir: &Path,
     config_file: Option<&Path>,
     registry: Option<String>,
     selected: &[String],
+    promote_to: Vec<String>,
     verb: &str,
     ci: &Ci,
 ) -> Result<Setup> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let overrides = Overrides {
         registry,
+        promote_to,
         ..Overrides::default()
     };
     let config = Config::load(dir, config_file, overrides, env)?;
@@ -81,7 +83,7 @@ fn setup(
 }
 
 /// The commit a user named for promote or rollback.
-enum Named {
+pub(super) enum Named {
     /// This clone resolves the name (`HEAD`, a branch, a tag, a sha or a
     /// prefix of one): its full sha.
     Known(String),
@@ -125,18 +127,18 @@ fn named_commit(repo: Option<&Repository>, given: &str) -> Result<Named> {
 
 /// One thread: these commands wait on the registry and the canaries, and
 /// starting worker threads cost more than they would save.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::failed("cannot start the async runtime").caused_by(e))
 }
 
-fn env(name: &str) -> Option<String> {
+pub(super) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn duration(text: &str, flag: &str) -> Result<Duration> {
+pub(super) fn duration(text: &str, flag: &str) -> Result<Duration> {
     parse_duration(text).ok_or_else(|| {
         Error::input(format!("{flag} '{text}' is not a duration"))
             .hint("write it like 30s, 10m or 500ms")
@@ -144,18 +146,18 @@ fn duration(text: &str, flag: &str) -> Result<Duration> {
 }
 
 /// What one image's tags name when the plan is made.
-struct Tags {
-    name: String,
-    repository: String,
-    source: Option<Manifest>,
-    latest: Option<Manifest>,
+pub(super) struct Tags {
+    pub(super) name: String,
+    pub(super) repository: String,
+    pub(super) source: Option<Manifest>,
+    pub(super) latest: Option<Manifest>,
     /// The commit `latest` was built from, read when `latest` names another
     /// manifest than the source.
-    latest_revision: Option<String>,
+    pub(super) latest_revision: Option<String>,
     /// Every commit the registry names for the source image (see
     /// [`Registry::revisions`]).
-    source_revisions: Vec<String>,
-    previous: Option<Manifest>,
+    pub(super) source_revisions: Vec<String>,
+    pub(super) previous: Option<Manifest>,
 }
 
 /// Reads `source_tag` (when given), `latest` and `latest-previous` of every
@@ -211,17 +213,38 @@ async fn read_tags(
     join_all(reads).await.into_iter().collect()
 }
 
+/// Where a promotion moves `latest`.
+enum Where {
+    /// In the registry of `--to`, `HOIST_PROMOTE_TO` or `promote.to` when
+    /// one is given, else in the source.
+    Configured,
+    /// In the source registry (a rollback to a commit).
+    Source,
+}
+
 pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &Ci) -> Result<u8> {
+    promote_in(dir, config_file, args, Where::Configured, ci)
+}
+
+fn promote_in(
+    dir: &Path,
+    config_file: Option<&Path>,
+    args: PromoteArgs,
+    place: Where,
+    ci: &Ci,
+) -> Result<u8> {
     let setup = setup(
         dir,
         config_file,
         args.registry.clone(),
         &args.images,
+        args.to.clone(),
         "promote",
         ci,
     )?;
-    let timeout = duration(&args.timeout, "--timeout")?;
-    let interval = duration(&args.interval, "--interval")?;
+    // Checked before anything is read: a typo fails at once.
+    duration(&args.timeout, "--timeout")?;
+    duration(&args.interval, "--interval")?;
     canary::check_urls(&args.wait_for)?;
     let repo = git::open_local_first(&setup.config.root).ok();
     let named = named_commit(repo.as_ref(), &args.sha)?;
@@ -233,6 +256,15 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
     }
     let sha = named.sha().to_string();
     let source_tag = staging_tag(&sha);
+    if matches!(place, Where::Configured) && !setup.config.promote_to.is_empty() {
+        let found = Found {
+            repo: repo.as_ref(),
+            named: &named,
+            sha: &sha,
+            source_tag: &source_tag,
+        };
+        return super::promote_to::promote_to(&setup, &args, found, ci);
+    }
 
     let runtime = runtime()?;
     let started = Instant::now();
@@ -245,21 +277,7 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
         .map(|t| format!("{}:{source_tag}", t.repository))
         .collect();
     if !missing.is_empty() {
-        let unknown = match &named {
-            Named::Unknown(hex) => format!("commit {hex} is unknown to this repository, and "),
-            Named::Known(_) => String::new(),
-        };
-        return Err(Error::failed(format!(
-            "nothing promoted: {unknown}{} not in {}",
-            missing.join(", "),
-            setup.target
-        ))
-        .hint(format!(
-            "publish that commit first, from a clean checkout of it: `git worktree add --detach ../hoist-{sha7} {sha}`, \
-             then `hoist -C ../hoist-{sha7} publish --sha {sha}` (a `-dirty` image is never promoted); \
-             or check the sha: `hoist status` lists the staging tags",
-            sha7 = &sha[..7]
-        )));
+        return Err(not_published(&named, &missing, &setup.target));
     }
 
     let identities = identities(&tags, &sha, &source_tag)?;
@@ -341,6 +359,7 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
                     .unwrap_or_default(),
                 direction: Some(direction.clone()),
                 identity: Some(identity.clone()),
+                copy: None,
                 writes: moves
                     .iter()
                     .find(|m| m.image == t.name)
@@ -356,21 +375,7 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
 
     let mut canaries = Vec::new();
     if !moves.is_empty() && !args.wait_for.is_empty() {
-        ci.say(&format!(
-            "waiting up to {} for {} canar{} to report {}",
-            args.timeout,
-            args.wait_for.len(),
-            if args.wait_for.len() == 1 { "y" } else { "ies" },
-            &sha[..7]
-        ));
-        let mut print = |canary: &canary::Canary| ci.say(&format!("  {canary}"));
-        canaries = runtime.block_on(canary::wait(
-            &args.wait_for,
-            &sha,
-            timeout,
-            interval,
-            &mut print,
-        ))?;
+        canaries = wait_for_canaries(&runtime, &args, &sha, ci)?;
         // The plan's reads are as old as the wait: check them again.
         runtime.block_on(compare(&registry, &tags, &moves))?;
     }
@@ -379,10 +384,63 @@ pub fn promote(dir: &Path, config_file: Option<&Path>, args: PromoteArgs, ci: &C
     print_report(&report, args.format, ci)
 }
 
+/// Waits until every canary of `--wait-for` reports `sha`, saying so.
+pub(super) fn wait_for_canaries(
+    runtime: &tokio::runtime::Runtime,
+    args: &PromoteArgs,
+    sha: &str,
+    ci: &Ci,
+) -> Result<Vec<canary::Canary>> {
+    let timeout = duration(&args.timeout, "--timeout")?;
+    let interval = duration(&args.interval, "--interval")?;
+    ci.say(&format!(
+        "waiting up to {} for {} canar{} to report {}",
+        args.timeout,
+        args.wait_for.len(),
+        if args.wait_for.len() == 1 { "y" } else { "ies" },
+        &sha[..7]
+    ));
+    let mut print = |canary: &canary::Canary| ci.say(&format!("  {canary}"));
+    runtime.block_on(canary::wait(
+        &args.wait_for,
+        sha,
+        timeout,
+        interval,
+        &mut print,
+    ))
+}
+
+/// The error of a promotion whose staging tags are `missing`.
+pub(super) fn not_published(named: &Named, missing: &[String], target: &Target) -> Error {
+    let sha = named.sha();
+    let unknown = match named {
+        Named::Unknown(hex) => format!("commit {hex} is unknown to this repository, and "),
+        Named::Known(_) => String::new(),
+    };
+    Error::failed(format!(
+        "nothing promoted: {unknown}{} not in {target}",
+        missing.join(", "),
+    ))
+    .hint(format!(
+        "publish that commit first, from a clean checkout of it: `git worktree add --detach ../hoist-{sha7} {sha}`, \
+         then `hoist -C ../hoist-{sha7} publish --sha {sha}` (a `-dirty` image is never promoted); \
+         or check the sha: `hoist status` lists the staging tags",
+        sha7 = &sha[..7]
+    ))
+}
+
+/// What `hoist promote` found before connecting: the commit asked for.
+pub(super) struct Found<'a> {
+    pub repo: Option<&'a Repository>,
+    pub named: &'a Named,
+    pub sha: &'a str,
+    pub source_tag: &'a str,
+}
+
 /// Whether each image's source is the commit `sha` (full when the local
 /// clone knows it); refuses, before anything moves, when one names another
 /// commit.
-fn identities(tags: &[Tags], sha: &str, source_tag: &str) -> Result<Vec<Identity>> {
+pub(super) fn identities(tags: &[Tags], sha: &str, source_tag: &str) -> Result<Vec<Identity>> {
     let identities: Vec<Identity> = tags
         .iter()
         .map(|t| promote::identify(sha, &t.source_revisions))
@@ -415,7 +473,7 @@ fn identities(tags: &[Tags], sha: &str, source_tag: &str) -> Result<Vec<Identity
 
 /// How each image's promotion stands to what `latest` holds; `fetch`: deepen
 /// a clone that cannot tell (not worth it when going back is allowed).
-fn directions(
+pub(super) fn directions(
     repo: Option<&Repository>,
     root: &Path,
     sha: &str,
@@ -484,14 +542,16 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
             allow_older: true,
             dry_run: args.dry_run,
             format: args.format,
+            to: Vec::new(),
         };
-        return promote(dir, config_file, promote_args, ci);
+        return promote_in(dir, config_file, promote_args, Where::Source, ci);
     }
     let setup = setup(
         dir,
         config_file,
         args.registry.clone(),
         &args.images,
+        Vec::new(),
         "rollback",
         ci,
     )?;
@@ -540,6 +600,7 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
                     .unwrap_or_default(),
                 direction: None,
                 identity: None,
+                copy: None,
                 writes: moves
                     .iter()
                     .find(|m| m.image == t.name)
@@ -561,7 +622,7 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
 /// image is written first, all at once: it is not production, and each
 /// image's rollback target must exist before its `latest` moves. Then
 /// `latest`, image by image.
-async fn apply(
+pub(super) async fn apply(
     registry: &Registry,
     moves: &[Move],
     manifests: &HashMap<String, Manifest>,
@@ -640,7 +701,7 @@ async fn write_failed(
 /// write: when another promotion moved it since the plan was made, stop.
 /// Without a wait the plan is milliseconds old: no registry offers a
 /// conditional PUT, so a window that small stays either way.
-async fn compare(registry: &Registry, tags: &[Tags], moves: &[Move]) -> Result<()> {
+pub(super) async fn compare(registry: &Registry, tags: &[Tags], moves: &[Move]) -> Result<()> {
     let now = join_all(
         moves
             .iter()
@@ -733,39 +794,42 @@ async fn verify(registry: &Registry, moves: &[Move]) -> Result<()> {
     Ok(())
 }
 
-fn short(digest: &str) -> &str {
+pub(super) fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     hex.get(..12).unwrap_or(hex)
 }
 
 /// The plan a dry run prints and a real run walks.
 #[derive(Serialize)]
-struct Plan {
-    verb: &'static str,
-    sha: Option<String>,
+pub(super) struct Plan {
+    pub(super) verb: &'static str,
+    pub(super) sha: Option<String>,
     /// The tag whose manifests become `latest`.
-    source_tag: Option<String>,
-    registry: String,
-    images: Vec<PlannedImage>,
-    canaries: Vec<String>,
+    pub(super) source_tag: Option<String>,
+    pub(super) registry: String,
+    pub(super) images: Vec<PlannedImage>,
+    pub(super) canaries: Vec<String>,
 }
 
 #[derive(Serialize)]
-struct PlannedImage {
-    name: String,
-    repository: String,
+pub(super) struct PlannedImage {
+    pub(super) name: String,
+    pub(super) repository: String,
     /// What `latest` will name.
-    digest: String,
+    pub(super) digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    direction: Option<Direction>,
+    pub(super) direction: Option<Direction>,
     /// Whether the source is the commit asked for, as the registry tells.
     #[serde(skip_serializing_if = "Option::is_none")]
-    identity: Option<Identity>,
+    pub(super) identity: Option<Identity>,
+    /// What copying the image to this registry takes (`promote --to`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) copy: Option<super::promote_to::CopyNeeds>,
     /// Empty when `latest` already names it.
-    writes: Vec<Write>,
+    pub(super) writes: Vec<Write>,
 }
 
-fn plan_lines(plan: &Plan) -> String {
+pub(super) fn plan_lines(plan: &Plan) -> String {
     let mut text = String::new();
     for image in &plan.images {
         let how = image
@@ -805,7 +869,7 @@ fn plan_lines(plan: &Plan) -> String {
     text
 }
 
-fn print_plan(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
+pub(super) fn print_plan(plan: &Plan, format: Format, ci: &Ci) -> Result<u8> {
     match format {
         Format::Json => {
             #[derive(Serialize)]
@@ -1055,6 +1119,7 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
         config_file,
         args.registry.clone(),
         &args.images,
+        Vec::new(),
         "status",
         ci,
     )?;

@@ -296,7 +296,7 @@ pub enum Missing {
 /// The OCI client a registry's blobs go through ([`Registry::blob_client`]).
 pub enum BlobClient<'a> {
     Borrowed(&'a oci::Oci),
-    Owned(oci::Oci),
+    Owned(Box<oci::Oci>),
 }
 
 impl std::ops::Deref for BlobClient<'_> {
@@ -359,11 +359,11 @@ impl Registry {
                 let login = ecr.push_auth().await?.login.ok_or_else(|| {
                     Error::failed(format!("{} gave no login for its blobs", target.host))
                 })?;
-                Ok(BlobClient::Owned(oci::Oci::with_login(
+                Ok(BlobClient::Owned(Box::new(oci::Oci::with_login(
                     target,
                     login,
                     credentials::Source::EcrToken,
-                )?))
+                )?)))
             }
         }
     }

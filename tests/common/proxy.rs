@@ -47,6 +47,9 @@ pub enum Verdict {
     /// Forward, then close without passing the answer on: the server did
     /// the work, the client never hears of it.
     ForwardButCut,
+    /// Forward, then pass on the answer's head and the first half of its
+    /// body, and close: a read cut half-way.
+    ForwardHalf,
     /// Answer 307 to the same path on the server itself, as a registry on
     /// object storage redirects a blob to the storage's own host.
     RedirectToUpstream,
@@ -200,6 +203,21 @@ fn serve(
                 request_path
             );
             client.write_all(response.as_bytes())?;
+            client.shutdown(Shutdown::Both)
+        }
+        Verdict::ForwardHalf => {
+            let mut server = TcpStream::connect(upstream)?;
+            server.write_all(&head)?;
+            server.write_all(&body)?;
+            let mut answer = Vec::new();
+            std::io::Read::read_to_end(&mut server, &mut answer)?;
+            let end = answer
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(answer.len(), |at| at + 4);
+            let half = end + (answer.len() - end) / 2;
+            client.write_all(&answer[..half])?;
+            client.flush()?;
             client.shutdown(Shutdown::Both)
         }
         Verdict::ForwardButCut => {

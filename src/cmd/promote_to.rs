@@ -1,0 +1,743 @@
+//! `hoist promote SHA --to REGISTRY`: build once, promote anywhere. The
+//! images `staging-<sha7>` names in the source registry are copied digest
+//! for digest to each destination ([`crate::registry::copy`]), then the
+//! destination's `staging-<sha7>`, `latest-previous` and `latest` move as
+//! `hoist promote` moves them in one registry. The source's tags are not
+//! touched.
+//!
+//! All images or none, per destination: every image is copied to every
+//! destination before any destination tag moves, so a failed copy leaves
+//! the destinations' tags as they were (the blobs it copied are harmless,
+//! and a re-run does not send them again). The tag moves follow promote's
+//! rules in the destination: never backwards without `--allow-older`
+//! (judged against the destination's `latest`), compared again after a
+//! canary wait, put back when a write fails, read back at the end.
+//!
+//! Credentials are each registry's own: `HOIST_REGISTRY_USER_<HOST>`, the
+//! Docker config, or for ECR the AWS credentials with the destination's
+//! `aws_profile` and `aws_role_arn` from `promote.to`. The plain
+//! `HOIST_REGISTRY_USER`/`HOIST_REGISTRY_PASSWORD` pair belongs to the
+//! source (`--registry`) and is never sent to another host.
+
+use super::promote::{
+    Found, Plan, PlannedImage, Setup, Tags, apply, compare, directions, env, identities,
+    not_published, plan_lines, runtime, short, wait_for_canaries,
+};
+use crate::ci::{Ci, markdown, markdown_code};
+use crate::cli::{Format, PromoteArgs};
+use crate::config::Destination;
+use crate::error::{Error, Result};
+use crate::promote::{self, Direction, LATEST, LATEST_PREVIOUS, Move};
+use crate::registry::copy::{self, Copied, End};
+use crate::registry::{Manifest, Registry, Target};
+use futures_util::future::join_all;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What copying one image to one destination takes, as planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyNeeds {
+    /// Manifests to write by digest (an index's children included); 0 when
+    /// the destination holds the image already.
+    pub manifests: usize,
+    /// Blobs the destination lacks, and their bytes.
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Blobs the destination holds already.
+    pub blobs_present: usize,
+    /// The destination's `staging-<sha7>` before the move (`None`: absent);
+    /// it is written unless it names the image already.
+    pub staging_from: Option<String>,
+}
+
+/// One destination: its registry, what every image needs there, and the
+/// tag moves.
+struct Leg {
+    target: Target,
+    registry: Registry,
+    tags: Vec<Tags>,
+    /// `staging-<sha7>` in the destination, per image.
+    staging_there: Vec<Option<Manifest>>,
+    plans: Vec<copy::Plan>,
+    directions: Vec<Direction>,
+    moves: Vec<Move>,
+}
+
+/// The source's image of each selected image: its manifest and the
+/// commits the registry names for it.
+async fn read_sources(
+    source: &Registry,
+    images: &[(String, String)],
+    tag: &str,
+) -> Result<Vec<Tags>> {
+    let reads = images.iter().map(|(name, repository)| async move {
+        let manifest = source.manifest(repository, tag).await?;
+        let revisions = match &manifest {
+            Some(manifest) => source.revisions(repository, manifest).await?,
+            None => Vec::new(),
+        };
+        Ok::<_, Error>(Tags {
+            name: name.clone(),
+            repository: repository.clone(),
+            source: manifest,
+            latest: None,
+            latest_revision: None,
+            source_revisions: revisions,
+            previous: None,
+        })
+    });
+    join_all(reads).await.into_iter().collect()
+}
+
+/// The environment a destination's client sees: the source's plain login
+/// pair is left out for another host, so that one registry's password
+/// never reaches another.
+fn destination_env(source_host: &str, host: &str) -> impl Fn(&str) -> Option<String> + use<> {
+    let own = source_host == host;
+    move |name: &str| match name {
+        "HOIST_REGISTRY_USER" | "HOIST_REGISTRY_PASSWORD" if !own => None,
+        _ => env(name),
+    }
+}
+
+/// Reads one destination: what its `staging-<sha7>`, `latest` and
+/// `latest-previous` name per image, the commit of a `latest` that is not
+/// the image, and what a copy lacks there.
+async fn read_leg(
+    destination: &Destination,
+    source: &Registry,
+    source_target: &Target,
+    sources: &[Tags],
+    source_tag: &str,
+) -> Result<Leg> {
+    let target = Target::parse(&destination.registry).map_err(|e| {
+        e.caused_by("given as a destination (--to, HOIST_PROMOTE_TO or promote.to in hoist.yaml)")
+    })?;
+    let dest_env = destination_env(&source_target.host, &target.host);
+    let registry = Registry::connect_with(&target, &destination.aws, &dest_env).await?;
+    let source_blobs = source.blob_client(source_target).await?;
+    let dest_blobs = registry.blob_client(&target).await?;
+    let reads = sources.iter().map(|s| {
+        let repository = target.repository(&s.name);
+        let (registry, source_blobs, dest_blobs) = (&registry, &source_blobs, &dest_blobs);
+        async move {
+            let manifest = s.source.as_ref().expect("read_sources found every image");
+            let (staging, latest, previous) = futures_util::try_join!(
+                registry.manifest(&repository, source_tag),
+                registry.manifest(&repository, LATEST),
+                registry.manifest(&repository, LATEST_PREVIOUS),
+            )?;
+            let latest_revision = match &latest {
+                Some(latest) if latest.digest != manifest.digest => {
+                    registry.revision(&repository, latest).await?
+                }
+                _ => None,
+            };
+            let plan = if staging.as_ref().map(|m| &m.digest) == Some(&manifest.digest) {
+                // Its staging tag names the image: everything is there.
+                copy::Plan::default()
+            } else {
+                let from = End {
+                    registry: source,
+                    blobs: source_blobs,
+                    repository: &s.repository,
+                };
+                let to = End {
+                    registry,
+                    blobs: dest_blobs,
+                    repository: &repository,
+                };
+                copy::plan(from, to, manifest).await?
+            };
+            let tags = Tags {
+                name: s.name.clone(),
+                repository,
+                source: Some(manifest.clone()),
+                latest,
+                latest_revision,
+                source_revisions: Vec::new(),
+                previous,
+            };
+            Ok::<_, Error>((tags, staging, plan))
+        }
+    });
+    let mut tags = Vec::new();
+    let mut staging_there = Vec::new();
+    let mut plans = Vec::new();
+    for read in join_all(reads).await {
+        let (t, staging, plan) = read?;
+        tags.push(t);
+        staging_there.push(staging);
+        plans.push(plan);
+    }
+    drop((source_blobs, dest_blobs));
+    Ok(Leg {
+        target,
+        registry,
+        tags,
+        staging_there,
+        plans,
+        directions: Vec::new(),
+        moves: Vec::new(),
+    })
+}
+
+pub(super) fn promote_to(
+    setup: &Setup,
+    args: &PromoteArgs,
+    found: Found<'_>,
+    ci: &Ci,
+) -> Result<u8> {
+    let Found {
+        repo,
+        named,
+        sha,
+        source_tag,
+    } = found;
+    let runtime = runtime()?;
+    let started = Instant::now();
+    let source = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let sources = runtime.block_on(read_sources(&source, &setup.images, source_tag))?;
+    let missing: Vec<String> = sources
+        .iter()
+        .filter(|t| t.source.is_none())
+        .map(|t| format!("{}:{source_tag}", t.repository))
+        .collect();
+    if !missing.is_empty() {
+        return Err(not_published(named, &missing, &setup.target));
+    }
+    let identities = identities(&sources, sha, source_tag)?;
+    for (t, identity) in sources.iter().zip(&identities) {
+        if *identity == promote::Identity::Untold {
+            ci.warn(&format!(
+                "{}: {}:{source_tag} does not say which commit it was built from: copying it unchecked",
+                t.name, t.repository
+            ));
+        }
+    }
+
+    let mut legs = Vec::new();
+    for destination in &setup.config.promote_to {
+        let leg = runtime.block_on(read_leg(
+            destination,
+            &source,
+            &setup.target,
+            &sources,
+            source_tag,
+        ))?;
+        legs.push(leg);
+    }
+
+    // A staging tag in a destination that names another image: another
+    // build of the commit, or a tag pushed by hand. Moving it is not
+    // promote's call.
+    let mut conflicts = Vec::new();
+    for leg in &legs {
+        for (t, staging) in leg.tags.iter().zip(&leg.staging_there) {
+            let wanted = &t.source.as_ref().expect("read").digest;
+            if let Some(there) = staging.as_ref().filter(|m| &m.digest != wanted) {
+                conflicts.push(format!(
+                    "{}: {}/{}:{source_tag} names {}, the source's names {}",
+                    t.name,
+                    leg.target.host,
+                    t.repository,
+                    short(&there.digest),
+                    short(wanted)
+                ));
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        let mut error = Error::failed(format!(
+            "nothing promoted: {source_tag} names another image in the destination"
+        ));
+        for line in conflicts {
+            error = error.caused_by(line);
+        }
+        return Err(error.hint(
+            "the destination holds another build of this commit under the same tag; \
+             remove that tag there, or promote a commit whose image is the same in both",
+        ));
+    }
+
+    let mut refused = Vec::new();
+    for leg in &mut legs {
+        leg.directions = directions(
+            repo,
+            &setup.config.root,
+            sha,
+            &leg.tags,
+            !args.allow_older,
+            ci,
+        );
+        for (t, direction) in leg.tags.iter().zip(&leg.directions) {
+            if direction.needs_allow_older() {
+                refused.push(format!(
+                    "{}: {}: {}",
+                    leg.target,
+                    t.name,
+                    direction.describe(&sha[..7])
+                ));
+            }
+        }
+        leg.moves = leg
+            .tags
+            .iter()
+            .filter_map(|t| {
+                promote::promotion(
+                    &t.name,
+                    &t.repository,
+                    &t.source.as_ref().expect("read").digest,
+                    t.latest.as_ref().map(|m| m.digest.as_str()),
+                    t.previous.as_ref().map(|m| m.digest.as_str()),
+                )
+            })
+            .collect();
+    }
+    if !refused.is_empty() && !args.allow_older {
+        let mut error = Error::failed(format!(
+            "nothing promoted: `{LATEST}` would not move forward to {} in the destination",
+            &sha[..7]
+        ));
+        for line in refused {
+            error = error.caused_by(line);
+        }
+        return Err(error.hint(
+            "to go back on purpose, pass --allow-older; in CI, check out the whole history \
+             (fetch-depth: 0) so hoist can tell",
+        ));
+    }
+
+    let plan = ToPlan {
+        sha: sha.to_string(),
+        source_tag: source_tag.to_string(),
+        registry: setup.target.to_string(),
+        to: legs
+            .iter()
+            .map(|leg| leg_plan(leg, sha, source_tag))
+            .collect(),
+        canaries: args.wait_for.clone(),
+    };
+    if args.dry_run {
+        return print_to_plan(&plan, args.format, ci);
+    }
+
+    let moving = legs.iter().any(|leg| !leg.moves.is_empty());
+    let mut canaries = Vec::new();
+    if moving && !args.wait_for.is_empty() {
+        canaries = wait_for_canaries(&runtime, args, sha, ci)?;
+    }
+    let copied = runtime.block_on(copy_all(
+        &source,
+        &setup.target,
+        &sources,
+        &legs,
+        setup.config.push,
+        ci,
+    ))?;
+    let mut moved = Vec::new();
+    for leg in &legs {
+        if !canaries.is_empty() {
+            // The plan's reads are as old as the wait and the copy.
+            runtime.block_on(compare(&leg.registry, &leg.tags, &leg.moves))?;
+        }
+        let done = runtime.block_on(move_leg(leg, source_tag));
+        if let Err(error) = done {
+            return Err(match moved.is_empty() {
+                true => error,
+                false => error.caused_by(format!(
+                    "already promoted, and left so: {}",
+                    moved.join(", ")
+                )),
+            });
+        }
+        moved.push(leg.target.to_string());
+    }
+    let report = ToReport {
+        dry_run: false,
+        plan: &plan,
+        promoted: true,
+        copied,
+        moved: plan
+            .to
+            .iter()
+            .flat_map(|p| &p.images)
+            .map(|i| i.writes.len() + usize::from(staging_written(i)))
+            .sum(),
+        canaries,
+        retries: source.retries() + legs.iter().map(|l| l.registry.retries()).sum::<u32>(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    print_to_report(&report, args.format, ci)
+}
+
+fn staging_written(image: &PlannedImage) -> bool {
+    image
+        .copy
+        .as_ref()
+        .is_some_and(|c| c.staging_from.as_deref() != Some(image.digest.as_str()))
+}
+
+/// Copies every image to every destination, all at once; an error names
+/// every copy that failed and says that no tag moved.
+async fn copy_all(
+    source: &Registry,
+    source_target: &Target,
+    sources: &[Tags],
+    legs: &[Leg],
+    push: crate::config::PushConfig,
+    ci: &Ci,
+) -> Result<Vec<Copied>> {
+    let options = copy::Options {
+        chunk: push.chunk_size,
+        jobs: push.jobs,
+    };
+    let source_blobs = source.blob_client(source_target).await?;
+    let mut per_leg = Vec::new();
+    let mut failures = Vec::new();
+    for leg in legs {
+        let dest_blobs = leg.registry.blob_client(&leg.target).await?;
+        let copies = sources
+            .iter()
+            .zip(&leg.tags)
+            .zip(&leg.plans)
+            .map(|((s, t), plan)| {
+                let from = End {
+                    registry: source,
+                    blobs: &source_blobs,
+                    repository: &s.repository,
+                };
+                let to = End {
+                    registry: &leg.registry,
+                    blobs: &dest_blobs,
+                    repository: &t.repository,
+                };
+                copy::apply(from, to, plan, options)
+            });
+        let mut total = Copied::default();
+        for (t, result) in leg.tags.iter().zip(join_all(copies).await) {
+            match result {
+                Ok(copied) => {
+                    if copied.blobs_copied + copied.manifests > 0 {
+                        ci.say(&format!(
+                            "{}: copied to {}/{}: {} blob(s), {}, {} manifest(s){}",
+                            t.name,
+                            leg.target.host,
+                            t.repository,
+                            copied.blobs_copied,
+                            human_bytes(copied.bytes),
+                            copied.manifests,
+                            if copied.resumed > 0 {
+                                format!(", {} resumed after a cut", copied.resumed)
+                            } else {
+                                String::new()
+                            }
+                        ));
+                    }
+                    total.add(&copied);
+                }
+                Err(error) => {
+                    failures.push((format!("{}/{}", leg.target.host, t.repository), error))
+                }
+            }
+        }
+        per_leg.push(total);
+    }
+    if failures.is_empty() {
+        return Ok(per_leg);
+    }
+    let mut error = Error::failed(format!(
+        "nothing promoted: {} of the copies failed, and no destination tag moved",
+        failures.len()
+    ));
+    let mut hint = None;
+    for (what, failure) in failures {
+        error = error.caused_by(format!("{what}: {}", failure.message));
+        for cause in &failure.causes {
+            error = error.caused_by(format!("  {cause}"));
+        }
+        hint = hint.or(failure.hint.clone());
+    }
+    Err(error.hint(hint.unwrap_or_else(|| {
+        "run the same command again: what was copied stays in the destination and is not sent \
+         again"
+            .to_string()
+    })))
+}
+
+/// Writes the destination's `staging-<sha7>` of every image, then moves
+/// `latest-previous` and `latest` as promote does.
+async fn move_leg(leg: &Leg, source_tag: &str) -> Result<()> {
+    let staging = leg
+        .tags
+        .iter()
+        .zip(&leg.staging_there)
+        .filter_map(|(t, there)| {
+            let manifest = t.source.as_ref()?;
+            let fresh = there.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
+            fresh.then(|| {
+                leg.registry
+                    .put_manifest(&t.repository, source_tag, manifest)
+            })
+        });
+    for (result, t) in join_all(staging).await.into_iter().zip(&leg.tags) {
+        result.map_err(|e| {
+            Error::failed(format!(
+                "nothing moved in {}: cannot write {}:{source_tag}",
+                leg.target, t.repository
+            ))
+            .caused_by(&e.message)
+            .hint("the images are copied; run the same command again")
+        })?;
+    }
+    let mut manifests = HashMap::new();
+    for t in &leg.tags {
+        for manifest in [&t.source, &t.latest, &t.previous].into_iter().flatten() {
+            manifests.insert(manifest.digest.clone(), manifest.clone());
+        }
+    }
+    apply(&leg.registry, &leg.moves, &manifests).await
+}
+
+/// What `hoist promote --to` plans: per destination, promote's plan with
+/// what each image's copy takes.
+#[derive(Serialize)]
+struct ToPlan {
+    sha: String,
+    source_tag: String,
+    /// The source registry.
+    registry: String,
+    to: Vec<Plan>,
+    canaries: Vec<String>,
+}
+
+fn leg_plan(leg: &Leg, sha: &str, source_tag: &str) -> Plan {
+    Plan {
+        verb: "promote",
+        sha: Some(sha.to_string()),
+        source_tag: Some(source_tag.to_string()),
+        registry: leg.target.to_string(),
+        images: leg
+            .tags
+            .iter()
+            .zip(&leg.directions)
+            .zip(leg.plans.iter().zip(&leg.staging_there))
+            .map(|((t, direction), (plan, staging))| PlannedImage {
+                name: t.name.clone(),
+                repository: t.repository.clone(),
+                digest: t
+                    .source
+                    .as_ref()
+                    .map(|m| m.digest.clone())
+                    .unwrap_or_default(),
+                direction: Some(direction.clone()),
+                identity: None,
+                copy: Some(CopyNeeds {
+                    manifests: plan.manifests.len(),
+                    blobs: plan.missing.len(),
+                    bytes: plan.missing_bytes(),
+                    blobs_present: plan.present.len(),
+                    staging_from: staging.as_ref().map(|m| m.digest.clone()),
+                }),
+                writes: leg
+                    .moves
+                    .iter()
+                    .find(|m| m.image == t.name)
+                    .map(|m| m.writes.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        canaries: Vec::new(),
+    }
+}
+
+/// `1.0 GiB`, `512 KiB`, `17 B`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The copy lines and tag moves of every destination.
+fn to_lines(plan: &ToPlan) -> String {
+    let mut text = String::new();
+    for leg in &plan.to {
+        text.push_str(&format!("to {}:\n", leg.registry));
+        for image in &leg.images {
+            let Some(copy) = &image.copy else { continue };
+            let what = if copy.manifests == 0 {
+                "already there".to_string()
+            } else {
+                format!(
+                    "copy {} blob(s), {}, and {} manifest(s); {} blob(s) already there",
+                    copy.blobs,
+                    human_bytes(copy.bytes),
+                    copy.manifests,
+                    copy.blobs_present
+                )
+            };
+            text.push_str(&format!(
+                "  {}: {} {what}\n",
+                image.name,
+                short(&image.digest)
+            ));
+            if staging_written(image) {
+                text.push_str(&format!(
+                    "  {}: {}:{} {} -> {}\n",
+                    image.name,
+                    image.repository,
+                    plan.source_tag,
+                    copy.staging_from.as_deref().map_or("(none)", short),
+                    short(&image.digest)
+                ));
+            }
+        }
+        for line in plan_lines(leg).lines() {
+            text.push_str(&format!("  {line}\n"));
+        }
+    }
+    text
+}
+
+fn print_to_plan(plan: &ToPlan, format: Format, ci: &Ci) -> Result<u8> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct DryRun<'a> {
+                dry_run: bool,
+                #[serde(flatten)]
+                plan: &'a ToPlan,
+            }
+            ci.out(&super::json(&DryRun {
+                dry_run: true,
+                plan,
+            }))?;
+        }
+        Format::Text => {
+            let mut text = format!(
+                "hoist promote --dry-run: {} from {} (nothing is written)\n",
+                plan.source_tag, plan.registry
+            );
+            text.push_str(&to_lines(plan));
+            if !plan.canaries.is_empty() {
+                text.push_str(&format!(
+                    "would first wait for {} canar{}: {}\n",
+                    plan.canaries.len(),
+                    if plan.canaries.len() == 1 { "y" } else { "ies" },
+                    plan.canaries.join(", ")
+                ));
+            }
+            ci.out(&text)?;
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct ToReport<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    plan: &'a ToPlan,
+    /// Whether `latest` names the image in every destination now.
+    promoted: bool,
+    /// What was copied, per destination (in the order of `to`).
+    copied: Vec<Copied>,
+    /// How many tags were written.
+    moved: usize,
+    canaries: Vec<crate::canary::Canary>,
+    retries: u32,
+    seconds: f64,
+}
+
+fn print_to_report(report: &ToReport, format: Format, ci: &Ci) -> Result<u8> {
+    let plan = report.plan;
+    match format {
+        Format::Json => ci.out(&super::json(report))?,
+        Format::Text => {
+            let mut text = to_lines(plan);
+            let copied = report.copied.iter().fold(Copied::default(), |mut all, c| {
+                all.add(c);
+                all
+            });
+            text.push_str(&format!(
+                "{LATEST} names {} in {} destination(s) for {} image(s) in {:.1} s: \
+                 {} blob(s) copied ({}), {} already there, {} mounted; {} tag(s) written, \
+                 {} request(s) retried\n",
+                plan.source_tag,
+                plan.to.len(),
+                plan.to.first().map_or(0, |p| p.images.len()),
+                report.seconds,
+                copied.blobs_copied,
+                human_bytes(copied.bytes),
+                copied.blobs_skipped,
+                copied.blobs_mounted,
+                report.moved,
+                report.retries
+            ));
+            ci.out(&text)?;
+        }
+    }
+    ci.set_output("promoted", "true")?;
+    if let Some(first) = plan.to.first() {
+        for image in &first.images {
+            ci.set_output(&format!("{}-digest", image.name), &image.digest)?;
+        }
+    }
+    ci.add_summary(&summary(report))?;
+    Ok(0)
+}
+
+fn summary(report: &ToReport) -> String {
+    let plan = report.plan;
+    let mut out = format!(
+        "### hoist promote --to\n\n{} from {} in {:.1} s\n\n",
+        markdown_code(&plan.source_tag),
+        markdown_code(&plan.registry),
+        report.seconds
+    );
+    out.push_str("| destination | image | copied | bytes | latest |\n|---|---|---|---|---|\n");
+    for leg in &plan.to {
+        for image in &leg.images {
+            let blobs = image.copy.as_ref().map_or(0, |c| c.blobs);
+            out.push_str(&format!(
+                "| {} | {} | {} blob(s) | {} | {} |\n",
+                markdown_code(&leg.registry),
+                markdown(&image.name),
+                blobs,
+                human_bytes(image.copy.as_ref().map_or(0, |c| c.bytes)),
+                markdown_code(short(&image.digest))
+            ));
+        }
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(17), "17 B");
+        assert_eq!(human_bytes(512 << 10), "512.0 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+        assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+    }
+
+    #[test]
+    fn the_source_login_stays_with_the_source() {
+        let other = destination_env("src.example.com", "dest.example.com");
+        assert_eq!(other("HOIST_REGISTRY_USER"), None);
+        assert_eq!(other("HOIST_REGISTRY_PASSWORD"), None);
+    }
+}

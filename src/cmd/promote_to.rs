@@ -508,8 +508,24 @@ struct ToPlan {
     source_tag: String,
     /// The source registry.
     registry: String,
+    /// Per destination: its registry and images (promote's plan of it).
+    #[serde(serialize_with = "destinations")]
     to: Vec<Plan>,
     canaries: Vec<String>,
+}
+
+/// Each destination's plan as `{registry, images}`: the rest of promote's
+/// plan (the sha, the tag, the canaries) is the promotion's, said once.
+fn destinations<S: serde::Serializer>(plans: &[Plan], serializer: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Destination<'a> {
+        registry: &'a str,
+        images: &'a [PlannedImage],
+    }
+    serializer.collect_seq(plans.iter().map(|plan| Destination {
+        registry: &plan.registry,
+        images: &plan.images,
+    }))
 }
 
 fn leg_plan(leg: &Leg, sha: &str, source_tag: &str) -> Plan {
@@ -653,6 +669,7 @@ struct ToReport<'a> {
     copied: Vec<Copied>,
     /// How many tags were written.
     moved: usize,
+    #[serde(skip)]
     canaries: Vec<crate::canary::Canary>,
     retries: u32,
     seconds: f64,
@@ -661,7 +678,12 @@ struct ToReport<'a> {
 fn print_to_report(report: &ToReport, format: Format, ci: &Ci) -> Result<u8> {
     let plan = report.plan;
     match format {
-        Format::Json => ci.out(&super::json(report))?,
+        Format::Json => {
+            // `canaries` of the plan are URLs; the report's are states.
+            let mut value = serde_json::to_value(report).unwrap_or_default();
+            value["canaries"] = serde_json::to_value(&report.canaries).unwrap_or_default();
+            ci.out(&super::json(&value))?;
+        }
         Format::Text => {
             let mut text = to_lines(plan);
             let copied = report.copied.iter().fold(Copied::default(), |mut all, c| {

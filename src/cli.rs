@@ -327,6 +327,11 @@ pub struct PromoteArgs {
     #[arg(long = "to", value_name = "REGISTRY")]
     pub to: Vec<String>,
 
+    /// With --to: create missing ECR repositories in the destination, as `publish
+    /// --create-repos` does (immutable tags except the moving ones).
+    #[arg(long)]
+    pub create_repos: bool,
+
     /// Before promoting, wait until this canary reports the sha (JSON with `sha`, `git_sha`
     /// or `revision`); repeatable.
     #[arg(long = "wait-for", value_name = "URL")]

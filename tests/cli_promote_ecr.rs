@@ -831,3 +831,131 @@ fn a_staging_tag_pushed_onto_another_commits_image_is_never_promoted() {
         );
     }
 }
+
+/// The account a promotion's destination lives in, reached by assuming a
+/// role there (moto's STS hands out keys of the role's account).
+const PRODUCTION: &str = "111111111111";
+
+/// An SDK client for the production account: the test's keys assume the
+/// role, as hoist does with `aws_role_arn`.
+fn production_sdk(moto: &Moto) -> aws_sdk_ecr::Client {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(moto.url())
+            .credentials_provider(aws_sdk_ecr::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "test",
+            ))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .load()
+            .await;
+        let role = aws_config::sts::AssumeRoleProvider::builder(format!(
+            "arn:aws:iam::{PRODUCTION}:role/hoist-promote"
+        ))
+        .session_name("test")
+        .configure(&base)
+        .build()
+        .await;
+        let config = base
+            .into_builder()
+            .credentials_provider(aws_sdk_ecr::config::SharedCredentialsProvider::new(role))
+            .build();
+        aws_sdk_ecr::Client::new(&config)
+    })
+}
+
+/// moto keeps no blobs (it has no registry endpoint), so the images are
+/// OCI indexes that name no manifest: the copy is all manifest paths.
+fn blobless_index(image: &str, sha: &str) -> bytes::Bytes {
+    bytes::Bytes::from(format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\
+         \"manifests\":[],\"annotations\":{{\"built\":\"{image} from {sha}\"}}}}"
+    ))
+}
+
+#[test]
+fn promote_to_another_account_copies_by_digest_and_moves_latest_there_only() {
+    let Some(ecr) = Ecr::start() else {
+        return;
+    };
+    let project = Project::new(2);
+    let destination = format!("{PRODUCTION}.dkr.ecr.{REGION}.amazonaws.com/{PREFIX}");
+    std::fs::write(
+        project.dir().join("hoist.yaml"),
+        format!(
+            "images:\n  platform: {{}}\n  platform-tenant: {{}}\npromote:\n  to:\n    - registry: {destination}\n      aws_role_arn: arn:aws:iam::{PRODUCTION}:role/hoist-promote\n"
+        ),
+    )
+    .unwrap();
+    let mut digests = BTreeMap::new();
+    for image in IMAGES {
+        ecr.create(image, ImageTagMutability::ImmutableWithExclusion);
+        for sha in &project.shas {
+            let digest = ecr.runtime.block_on(common::ecr::seed_as(
+                &ecr.sdk,
+                &repository(image),
+                &staging(sha),
+                &blobless_index(image, sha),
+                "application/vnd.oci.image.index.v1+json",
+            ));
+            digests.insert((image, sha.clone()), digest);
+        }
+    }
+    let (a, b) = (&project.shas[0], &project.shas[1]);
+
+    // Production has no repositories yet: refused, saying how to go on.
+    let refused = ecr.hoist(&project, &["promote", a]);
+    assert_eq!(refused.code(), Some(1), "{}", refused.describe());
+    assert!(
+        refused.stderr().contains("--create-repos"),
+        "{}",
+        refused.describe()
+    );
+
+    // moto's PutImage without a tag (how hoist writes a copied manifest
+    // before any tag moves) fails with a 500 in a repository with tag
+    // exclusions, which `--create-repos` sets: production's repositories
+    // are made mutable here instead (see ../shared/DESIGN.md).
+    let production = production_sdk(&ecr.moto);
+    for image in IMAGES {
+        ecr.runtime.block_on(common::ecr::create_repository(
+            &production,
+            &repository(image),
+            ImageTagMutability::Mutable,
+        ));
+    }
+    let first = ecr.hoist(&project, &["promote", a]);
+    assert_eq!(first.code(), Some(0), "{}", first.describe());
+    let in_production = |image: &str, tag: &str| {
+        ecr.runtime
+            .block_on(digest_of_tag(&production, &repository(image), tag))
+    };
+    for image in IMAGES {
+        let wanted = digests[&(image, a.clone())].clone();
+        assert_eq!(in_production(image, "latest"), Some(wanted.clone()));
+        assert_eq!(in_production(image, &staging(a)), Some(wanted));
+        // Staging's own latest is not touched.
+        assert_eq!(ecr.digest(image, "latest"), None);
+    }
+
+    // Forward to B in production; then backwards is refused there.
+    let next = ecr.hoist(&project, &["promote", b]);
+    assert_eq!(next.code(), Some(0), "{}", next.describe());
+    for image in IMAGES {
+        assert_eq!(
+            in_production(image, "latest"),
+            Some(digests[&(image, b.clone())].clone())
+        );
+        assert_eq!(
+            in_production(image, "latest-previous"),
+            Some(digests[&(image, a.clone())].clone())
+        );
+    }
+    let back = ecr.hoist(&project, &["promote", a]);
+    assert_eq!(back.code(), Some(1), "{}", back.describe());
+    assert!(
+        back.stderr().contains("would not move forward"),
+        "{}",
+        back.describe()
+    );
+}

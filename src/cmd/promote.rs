@@ -543,6 +543,7 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
             dry_run: args.dry_run,
             format: args.format,
             to: Vec::new(),
+            create_repos: false,
         };
         return promote_in(dir, config_file, promote_args, Where::Source, ci);
     }

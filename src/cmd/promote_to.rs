@@ -49,6 +49,8 @@ pub struct CopyNeeds {
     /// The destination's `staging-<sha7>` before the move (`None`: absent);
     /// it is written unless it names the image already.
     pub staging_from: Option<String>,
+    /// Whether the repository is created first (`--create-repos`).
+    pub create_repository: bool,
 }
 
 /// One destination: its registry, what every image needs there, and the
@@ -62,6 +64,8 @@ struct Leg {
     plans: Vec<copy::Plan>,
     directions: Vec<Direction>,
     moves: Vec<Move>,
+    /// Repositories to create before the copy (`--create-repos`).
+    create: Vec<String>,
 }
 
 /// The source's image of each selected image: its manifest and the
@@ -110,19 +114,52 @@ async fn read_leg(
     source_target: &Target,
     sources: &[Tags],
     source_tag: &str,
+    create_repos: bool,
 ) -> Result<Leg> {
     let target = Target::parse(&destination.registry).map_err(|e| {
         e.caused_by("given as a destination (--to, HOIST_PROMOTE_TO or promote.to in hoist.yaml)")
     })?;
     let dest_env = destination_env(&source_target.host, &target.host);
     let registry = Registry::connect_with(&target, &destination.aws, &dest_env).await?;
+    let mut create = Vec::new();
+    for s in sources {
+        let repository = target.repository(&s.name);
+        if !registry.repository_exists(&repository).await? {
+            if !create_repos {
+                return Err(Error::failed(format!(
+                    "nothing promoted: the repository {repository} does not exist in {}",
+                    target.host
+                ))
+                .hint("pass --create-repos to create it (as publish creates repositories), or create it yourself"));
+            }
+            create.push(repository);
+        }
+    }
     let source_blobs = source.blob_client(source_target).await?;
     let dest_blobs = registry.blob_client(&target).await?;
     let reads = sources.iter().map(|s| {
         let repository = target.repository(&s.name);
         let (registry, source_blobs, dest_blobs) = (&registry, &source_blobs, &dest_blobs);
+        let fresh = create.contains(&repository);
         async move {
             let manifest = s.source.as_ref().expect("read_sources found every image");
+            let from = End {
+                registry: source,
+                blobs: source_blobs,
+                repository: &s.repository,
+            };
+            if fresh {
+                let tags = Tags {
+                    name: s.name.clone(),
+                    repository: repository.clone(),
+                    source: Some(manifest.clone()),
+                    latest: None,
+                    latest_revision: None,
+                    source_revisions: Vec::new(),
+                    previous: None,
+                };
+                return Ok((tags, None, copy::plan_fresh(from, manifest).await?));
+            }
             let (staging, latest, previous) = futures_util::try_join!(
                 registry.manifest(&repository, source_tag),
                 registry.manifest(&repository, LATEST),
@@ -138,11 +175,6 @@ async fn read_leg(
                 // Its staging tag names the image: everything is there.
                 copy::Plan::default()
             } else {
-                let from = End {
-                    registry: source,
-                    blobs: source_blobs,
-                    repository: &s.repository,
-                };
                 let to = End {
                     registry,
                     blobs: dest_blobs,
@@ -180,6 +212,7 @@ async fn read_leg(
         plans,
         directions: Vec::new(),
         moves: Vec::new(),
+        create,
     })
 }
 
@@ -225,6 +258,7 @@ pub(super) fn promote_to(
             &setup.target,
             &sources,
             source_tag,
+            args.create_repos,
         ))?;
         legs.push(leg);
     }
@@ -397,6 +431,15 @@ async fn copy_all(
     let mut per_leg = Vec::new();
     let mut failures = Vec::new();
     for leg in legs {
+        for repository in &leg.create {
+            if let Some(how) = leg
+                .registry
+                .ensure_repository(repository, crate::registry::Missing::Create)
+                .await?
+            {
+                ci.say(&format!("{}/{repository}: {how}", leg.target.host));
+            }
+        }
         let dest_blobs = leg.registry.blob_client(&leg.target).await?;
         let copies = sources
             .iter()
@@ -555,6 +598,7 @@ fn leg_plan(leg: &Leg, sha: &str, source_tag: &str) -> Plan {
                     bytes: plan.missing_bytes(),
                     blobs_present: plan.present.len(),
                     staging_from: staging.as_ref().map(|m| m.digest.clone()),
+                    create_repository: leg.create.contains(&t.repository),
                 }),
                 writes: leg
                     .moves
@@ -601,8 +645,13 @@ fn to_lines(plan: &ToPlan) -> String {
                     copy.blobs_present
                 )
             };
+            let create = if copy.create_repository {
+                format!(" (creates the repository {})", image.repository)
+            } else {
+                String::new()
+            };
             text.push_str(&format!(
-                "  {}: {} {what}\n",
+                "  {}: {} {what}{create}\n",
                 image.name,
                 short(&image.digest)
             ));

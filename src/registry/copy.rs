@@ -189,6 +189,18 @@ pub async fn plan(source: End<'_>, dest: End<'_>, manifest: &Manifest) -> Result
     Ok(plan)
 }
 
+/// The plan for a destination repository that does not exist yet: every
+/// manifest and blob to copy, nothing asked of the destination.
+pub async fn plan_fresh(source: End<'_>, manifest: &Manifest) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let mut blobs = Vec::new();
+    collect(source, manifest, &mut plan.manifests, &mut blobs, 0).await?;
+    let mut seen = std::collections::HashSet::new();
+    blobs.retain(|b: &Blob| seen.insert(b.digest.clone()));
+    plan.missing = blobs;
+    Ok(plan)
+}
+
 /// The manifests to write (children first) and the blobs they name.
 async fn collect(
     source: End<'_>,

@@ -217,14 +217,8 @@ impl Ecr {
         })
     }
 
-    /// Checks that the repository exists; with [`Missing::Create`] creates
-    /// it with immutable tags except the moving ones ([`MOVING_TAGS`]), or
-    /// with mutable tags when the server does not know exclusions.
-    pub async fn ensure_repository(
-        &self,
-        repository: &str,
-        missing: Missing,
-    ) -> Result<Option<String>> {
+    /// Whether the repository exists (`DescribeRepositories`).
+    pub async fn repository_exists(&self, repository: &str) -> Result<bool> {
         let op = "DescribeRepositories";
         let described = self
             .call(op, Some(repository), || {
@@ -236,9 +230,22 @@ impl Ecr {
             })
             .await?;
         match described {
-            Ok(_) => return Ok(None),
-            Err(e) if e.is_repository_not_found_exception() => {}
-            Err(e) => return Err(self.service_error(op, Some(repository), &e)),
+            Ok(_) => Ok(true),
+            Err(e) if e.is_repository_not_found_exception() => Ok(false),
+            Err(e) => Err(self.service_error(op, Some(repository), &e)),
+        }
+    }
+
+    /// Checks that the repository exists; with [`Missing::Create`] creates
+    /// it with immutable tags except the moving ones ([`MOVING_TAGS`]), or
+    /// with mutable tags when the server does not know exclusions.
+    pub async fn ensure_repository(
+        &self,
+        repository: &str,
+        missing: Missing,
+    ) -> Result<Option<String>> {
+        if self.repository_exists(repository).await? {
+            return Ok(None);
         }
         if missing == Missing::Fail {
             // Only publish asks to ensure a repository: its flag is the cure.

@@ -399,6 +399,15 @@ impl Registry {
         }
     }
 
+    /// Whether the repository exists: ECR asks (`DescribeRepositories`);
+    /// OCI registries create repositories on the first push, so yes.
+    pub async fn repository_exists(&self, repository: &str) -> Result<bool> {
+        match self {
+            Registry::Ecr(r) => r.repository_exists(repository).await,
+            Registry::Oci(_) => Ok(true),
+        }
+    }
+
     /// The manifest a tag names, or `None` when the tag does not exist.
     pub async fn manifest(&self, repository: &str, tag: &str) -> Result<Option<Manifest>> {
         match self {

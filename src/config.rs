@@ -862,6 +862,56 @@ mod tests {
     }
 
     #[test]
+    fn promote_destinations_come_from_flags_the_variable_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("hoist.yaml"),
+            "promote:\n  to:\n    - ghcr.io/acme\n    - registry: 210987654321.dkr.ecr.eu-west-1.amazonaws.com/acme\n      aws_profile: production\n      aws_role_arn: arn:aws:iam::210987654321:role/hoist\n",
+        )
+        .unwrap();
+        let load = |overrides: Overrides, env: &dyn Fn(&str) -> Option<String>| {
+            Config::load(dir.path(), None, overrides, env).map(|c| c.promote_to)
+        };
+        let ecr = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/acme";
+        let production = AwsSettings {
+            profile: Some("production".into()),
+            role_arn: Some("arn:aws:iam::210987654321:role/hoist".into()),
+        };
+        let file = load(Overrides::default(), &no_env).unwrap();
+        assert_eq!(file.len(), 2);
+        assert_eq!(file[0].registry, "ghcr.io/acme");
+        assert_eq!(file[0].aws, AwsSettings::default());
+        assert_eq!(file[1].aws, production);
+        // The variable replaces the list, and a registry it names keeps the
+        // file's AWS settings.
+        let env = |name: &str| {
+            (name == "HOIST_PROMOTE_TO").then(|| format!("{ecr}/, mirror.example.com"))
+        };
+        let from_env = load(Overrides::default(), &env).unwrap();
+        let registries: Vec<&str> = from_env.iter().map(|d| d.registry.as_str()).collect();
+        assert_eq!(registries, [&format!("{ecr}/"), "mirror.example.com"]);
+        assert_eq!(from_env[0].aws, production);
+        let flags = Overrides {
+            promote_to: vec!["quay.io/acme".into()],
+            ..Overrides::default()
+        };
+        let from_flags = load(flags, &env).unwrap();
+        assert_eq!(from_flags.len(), 1);
+        assert_eq!(from_flags[0].registry, "quay.io/acme");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(
+            Config::load(empty.path(), None, Overrides::default(), no_env)
+                .unwrap()
+                .promote_to
+                .is_empty()
+        );
+        std::fs::write(dir.path().join("hoist.yaml"), "promote:\n  to:\n    - ''\n").unwrap();
+        let error = load(Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.message.contains("promote.to"), "{error}");
+    }
+
+    #[test]
     fn defaults_without_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::load(dir.path(), None, Overrides::default(), no_env).unwrap();

@@ -554,6 +554,37 @@ mod tests {
     }
 
     #[test]
+    fn a_hosts_own_variables_win_and_name_themselves() {
+        assert_eq!(host_key("127.0.0.1:5001"), "127_0_0_1_5001");
+        assert_eq!(host_key("ghcr.io"), "GHCR_IO");
+        let env = Env::new(&[
+            ("HOIST_REGISTRY_USER_GHCR_IO", "bot"),
+            ("HOIST_REGISTRY_PASSWORD_GHCR_IO", "ghcr-pw"),
+            ("HOIST_REGISTRY_USER", "plain"),
+            ("HOIST_REGISTRY_PASSWORD", "plain-pw"),
+        ]);
+        let (found, source) = login("ghcr.io", &env).unwrap().unwrap();
+        assert_eq!(found.username, "bot");
+        assert_eq!(
+            source.describe(),
+            "HOIST_REGISTRY_USER_GHCR_IO/HOIST_REGISTRY_PASSWORD_GHCR_IO"
+        );
+        // Another host falls back to the plain pair.
+        assert_eq!(
+            pair(login("quay.io", &env).unwrap()),
+            some("plain", "plain-pw")
+        );
+        // Half a pair is an input error naming the missing half.
+        let half = Env::new(&[("HOIST_REGISTRY_USER_GHCR_IO", "bot")]);
+        let error = login("ghcr.io", &half).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error.message.contains("HOIST_REGISTRY_PASSWORD_GHCR_IO"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_environment_wins_over_the_docker_config() {
         let dir = config_dir(r#"{"auths":{"reg.example.com":{"username":"file","password":"f"}}}"#);
         let config = dir.path().to_str().unwrap();

@@ -42,11 +42,20 @@ fn every_shipped_workflow_parses_and_compiles() {
     }
 }
 
-/// The promote workflow runs by hand with a required `sha`, which reaches
+/// The promote workflows run by hand with a required `sha`, which reaches
 /// hoist as HOIST_PROMOTE_SHA, never pasted into the script.
 #[test]
-fn the_promote_workflow_takes_a_sha_by_hand() {
-    let text = std::fs::read_to_string(root().join("workflows/promote-latest.yml")).unwrap();
+fn the_promote_workflows_take_a_sha_by_hand() {
+    for name in ["promote-latest.yml", "promote-to-production.yml"] {
+        promote_workflow_takes_a_sha_by_hand(name);
+    }
+    let production =
+        std::fs::read_to_string(root().join("workflows/promote-to-production.yml")).unwrap();
+    assert!(production.contains("HOIST_PROMOTE_TO: ${{ vars.HOIST_PROMOTE_TO }}"));
+}
+
+fn promote_workflow_takes_a_sha_by_hand(name: &str) {
+    let text = std::fs::read_to_string(root().join("workflows").join(name)).unwrap();
     let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let sha = &yaml["on"]["workflow_dispatch"]["inputs"]["sha"];
     assert_eq!(sha["required"], serde_yaml::Value::Bool(true), "{text}");

@@ -915,7 +915,7 @@ fn promote_to_another_account_copies_by_digest_and_moves_latest_there_only() {
     // moto's PutImage without a tag (how hoist writes a copied manifest
     // before any tag moves) fails with a 500 in a repository with tag
     // exclusions, which `--create-repos` sets: production's repositories
-    // are made mutable here instead (see ../shared/DESIGN.md).
+    // are made mutable here instead (README, tests: moto's gaps).
     let production = production_sdk(&ecr.moto);
     for image in IMAGES {
         ecr.runtime.block_on(common::ecr::create_repository(

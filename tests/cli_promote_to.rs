@@ -12,6 +12,8 @@ use common::proxy::{FaultProxy, Request, Verdict};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DEST_USER: &str = "prod-pusher";
 const DEST_PASSWORD: &str = "prod-pw-71c4e";
 
@@ -305,19 +307,31 @@ fn a_failed_copy_of_the_second_image_moves_no_tag_in_the_destination() {
     };
     let proxy = FaultProxy::start(upstream, rule);
     let proxied = proxy.addr.to_string();
-    let (from, to) = (
+    // A second, healthy destination (anonymous), listed first.
+    let Some(mirror) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let (from, to, also) = (
         format!("{}/{PREFIX}", source.addr()),
         format!("{proxied}/{PREFIX}"),
+        format!("{}/{PREFIX}", mirror.addr()),
     );
     let (user, password) = login_vars(&proxied);
     let env = [
         (user.as_str(), DEST_USER),
         (password.as_str(), DEST_PASSWORD),
     ];
-    let run = repo.run(
-        &["promote", &shas[0], "--registry", &from, "--to", &to],
-        &env,
-    );
+    let args = [
+        "promote",
+        &shas[0],
+        "--registry",
+        &from,
+        "--to",
+        &also,
+        "--to",
+        &to,
+    ];
+    let run = repo.run(&args, &env);
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     assert!(
         run.stderr().contains("no destination tag moved"),
@@ -327,6 +341,7 @@ fn a_failed_copy_of_the_second_image_moves_no_tag_in_the_destination() {
     for image in IMAGES {
         for tag in ["latest", "latest-previous", &staging_tag(&shas[0])] {
             assert_eq!(digest(&dest, image, tag), None, "{image}:{tag}");
+            assert_eq!(digest(&mirror, image, tag), None, "mirror {image}:{tag}");
         }
     }
 
@@ -334,10 +349,7 @@ fn a_failed_copy_of_the_second_image_moves_no_tag_in_the_destination() {
     // sending platform's blobs again.
     failing.store(false, Ordering::Relaxed);
     let log = dest.log().len();
-    let again = repo.run(
-        &["promote", &shas[0], "--registry", &from, "--to", &to],
-        &env,
-    );
+    let again = repo.run(&args, &env);
     assert_eq!(again.code(), Some(0), "{}", again.describe());
     let uploads = requests(&dest, log)
         .into_iter()
@@ -345,9 +357,100 @@ fn a_failed_copy_of_the_second_image_moves_no_tag_in_the_destination() {
         .count();
     assert_eq!(uploads, 0, "platform's blobs were copied by the first run");
     for image in IMAGES {
-        assert_eq!(
-            digest(&dest, image, "latest"),
-            digest(&source, image, &staging_tag(&shas[0]))
-        );
+        let wanted = digest(&source, image, &staging_tag(&shas[0]));
+        assert_eq!(digest(&dest, image, "latest"), wanted);
+        assert_eq!(digest(&mirror, image, "latest"), wanted);
     }
+}
+
+#[test]
+fn an_index_is_copied_with_every_child_and_the_same_digest() {
+    let Some((repo, source, dest, shas)) = setup(2) else {
+        return;
+    };
+    // An index over platform's two images, the second marked as an
+    // attestation, written over the second commit's staging tag.
+    let platform = repository("platform");
+    let entry = |sha: &str, platform_json: &str, annotations: &str| {
+        let digest = digest(&source, "platform", &staging_tag(sha)).unwrap();
+        let (status, head, body) = http_request(
+            source.addr(),
+            "GET",
+            &format!("/v2/{platform}/manifests/{digest}"),
+            None,
+            &[("Accept", DOCKER_MANIFEST)],
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{head}");
+        (
+            digest.clone(),
+            format!(
+                r#"{{"mediaType":"{DOCKER_MANIFEST}","digest":"{digest}","size":{},"platform":{platform_json}{annotations}}}"#,
+                body.len()
+            ),
+        )
+    };
+    let (amd64, amd64_entry) = entry(&shas[1], r#"{"architecture":"amd64","os":"linux"}"#, "");
+    let (attestation, attestation_entry) = entry(
+        &shas[0],
+        r#"{"architecture":"unknown","os":"unknown"}"#,
+        r#","annotations":{"vnd.docker.reference.type":"attestation-manifest"}"#,
+    );
+    let index = format!(
+        "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{OCI_INDEX}\",\n  \"manifests\": [{amd64_entry}, {attestation_entry}]\n}}\n"
+    );
+    let tag = staging_tag(&shas[1]);
+    let (status, head, _) = common::docker::http_put(
+        source.addr(),
+        &format!("/v2/{platform}/manifests/{tag}"),
+        OCI_INDEX,
+        index.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{head}");
+
+    let run = promote_to(
+        &repo,
+        source.addr(),
+        dest.addr(),
+        &[&shas[1], "--image", "platform"],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert_eq!(run.json["copied"][0]["manifests"], 3, "{}", run.describe());
+    let (status, head, body) = http_request(
+        dest.addr(),
+        "GET",
+        &format!("/v2/{platform}/manifests/latest"),
+        Some((DEST_USER, DEST_PASSWORD)),
+        &[("Accept", OCI_INDEX)],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, index, "the index's bytes, unchanged");
+    assert_eq!(
+        digest(&dest, "platform", "latest"),
+        digest(&source, "platform", &tag)
+    );
+    // Both children, and every blob they name, are in the destination.
+    for child in [&amd64, &attestation] {
+        let (status, _, body) = http_request(
+            dest.addr(),
+            "GET",
+            &format!("/v2/{platform}/manifests/{child}"),
+            Some((DEST_USER, DEST_PASSWORD)),
+            &[("Accept", DOCKER_MANIFEST)],
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{child}");
+        let manifest: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+        for layer in manifest["layers"].as_array().unwrap() {
+            blobs.push(layer["digest"].as_str().unwrap().to_string());
+        }
+        for blob in blobs {
+            let bytes = dest.blob(&platform, &blob);
+            assert_eq!(hoist::registry::digest_of(&bytes), blob);
+        }
+    }
+    assert_eq!(digest(&dest, "platform-tenant", "latest"), None);
 }

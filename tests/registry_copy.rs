@@ -47,7 +47,7 @@ fn end<'a>(remote: &'a Remote, repository: &'a str) -> End<'a> {
 }
 
 fn options(chunk: Option<u64>) -> Options {
-    Options { chunk, jobs: 4 }
+    Options::new(chunk, 4)
 }
 
 /// Random bytes as a blob in `repository`; its descriptor.
@@ -127,7 +127,7 @@ fn an_image_is_copied_digest_for_digest_and_a_second_copy_sends_nothing() {
             end(&from, "app"),
             end(&to, "prod/app"),
             &manifest,
-            options(None),
+            &options(None),
         )
         .await
         .unwrap();
@@ -154,7 +154,7 @@ fn an_image_is_copied_digest_for_digest_and_a_second_copy_sends_nothing() {
             end(&from, "app"),
             end(&to, "prod/app"),
             &manifest,
-            options(None),
+            &options(None),
         )
         .await
         .unwrap();
@@ -178,7 +178,7 @@ fn chunks_carry_the_blobs_and_each_request_stays_under_the_chunk() {
             end(&from, "app"),
             end(&to, "app"),
             &manifest,
-            options(Some(64 << 10)),
+            &options(Some(64 << 10)),
         )
         .await
         .unwrap();
@@ -224,7 +224,7 @@ fn an_index_is_copied_with_every_child() {
         });
         let index = Manifest::from_bytes(OCI_INDEX, serde_json::to_vec(&index).unwrap().into());
         from.put_manifest("app", "v1", &index).await.unwrap();
-        let copied = copy(end(&from, "app"), end(&to, "app"), &index, options(None))
+        let copied = copy(end(&from, "app"), end(&to, "app"), &index, &options(None))
             .await
             .unwrap();
         assert_eq!(copied.manifests, 3);
@@ -248,7 +248,7 @@ fn a_copy_inside_one_registry_mounts_the_blobs() {
             end(&oci, "staging/app"),
             end(&oci, "prod/app"),
             &manifest,
-            options(None),
+            &options(None),
         )
         .await
         .unwrap();

@@ -372,10 +372,9 @@ pub(super) fn promote_to(
     ))?;
     let mut moved = Vec::new();
     for leg in &legs {
-        if !canaries.is_empty() {
-            // The plan's reads are as old as the wait and the copy.
-            runtime.block_on(compare(&leg.registry, &leg.tags, &leg.moves))?;
-        }
+        // The plan's reads are as old as the copy (minutes for large
+        // images) and any wait: read `latest` again before moving it.
+        runtime.block_on(compare(&leg.registry, &leg.tags, &leg.moves))?;
         let done = runtime.block_on(move_leg(leg, source_tag));
         if let Err(error) = done {
             return Err(match moved.is_empty() {
@@ -423,14 +422,12 @@ async fn copy_all(
     push: crate::config::PushConfig,
     ci: &Ci,
 ) -> Result<Vec<Copied>> {
-    let options = copy::Options {
-        chunk: push.chunk_size,
-        jobs: push.jobs,
-    };
+    let options = copy::Options::new(push.chunk_size, push.jobs);
     let source_blobs = source.blob_client(source_target).await?;
-    let mut per_leg = Vec::new();
-    let mut failures = Vec::new();
-    for leg in legs {
+    let source_blobs = &source_blobs;
+    let options = &options;
+    // Every destination at once; the blobs share `push.jobs` slots.
+    let per_leg = join_all(legs.iter().map(|leg| async move {
         for repository in &leg.create {
             if let Some(how) = leg
                 .registry
@@ -448,7 +445,7 @@ async fn copy_all(
             .map(|((s, t), plan)| {
                 let from = End {
                     registry: source,
-                    blobs: &source_blobs,
+                    blobs: source_blobs,
                     repository: &s.repository,
                 };
                 let to = End {
@@ -458,8 +455,22 @@ async fn copy_all(
                 };
                 copy::apply(from, to, plan, options)
             });
+        Ok::<_, Error>(join_all(copies).await)
+    }))
+    .await;
+    let mut totals = Vec::new();
+    let mut failures = Vec::new();
+    for (leg, results) in legs.iter().zip(per_leg) {
         let mut total = Copied::default();
-        for (t, result) in leg.tags.iter().zip(join_all(copies).await) {
+        let results = match results {
+            Ok(results) => results,
+            Err(error) => {
+                failures.push((leg.target.to_string(), error));
+                totals.push(total);
+                continue;
+            }
+        };
+        for (t, result) in leg.tags.iter().zip(results) {
             match result {
                 Ok(copied) => {
                     if copied.blobs_copied + copied.manifests > 0 {
@@ -485,10 +496,10 @@ async fn copy_all(
                 }
             }
         }
-        per_leg.push(total);
+        totals.push(total);
     }
     if failures.is_empty() {
-        return Ok(per_leg);
+        return Ok(totals);
     }
     let mut error = Error::failed(format!(
         "nothing promoted: {} of the copies failed, and no destination tag moved",

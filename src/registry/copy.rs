@@ -9,7 +9,7 @@
 //! - [`plan`] reads what the destination lacks: nothing when it holds the
 //!   manifest already (a registry accepts a manifest only once it holds
 //!   every blob and child it names), else each blob's `HEAD`.
-//! - [`apply`] copies the missing blobs, [`Options::jobs`] at once: mounted
+//! - [`apply`] copies the missing blobs, [`Options::slots`] at once: mounted
 //!   when source and destination are the same registry, else streamed from
 //!   the source's `GET` into the destination's upload, in chunks of
 //!   [`Options::chunk`] bytes when given ([`Oci::send_chunk`]) or as one
@@ -29,9 +29,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 /// How long the source may send nothing in the middle of a blob before
 /// the read is taken as cut (and resumed).
@@ -49,13 +50,24 @@ pub struct End<'a> {
 }
 
 /// How blobs are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// No request body larger than this many bytes (`push.chunk_size`);
     /// `None`: one streamed `PATCH` per blob.
     pub chunk: Option<u64>,
-    /// Blobs copied at once (`push.jobs`).
-    pub jobs: usize,
+    /// One permit per blob copied at once, shared by every copy made with
+    /// these options (`push.jobs` in all).
+    pub slots: Arc<Semaphore>,
+}
+
+impl Options {
+    /// At most `jobs` blobs at once across every copy using these.
+    pub fn new(chunk: Option<u64>, jobs: usize) -> Options {
+        Options {
+            chunk,
+            slots: Arc::new(Semaphore::new(jobs.max(1))),
+        }
+    }
 }
 
 /// What a copy moved.
@@ -255,17 +267,24 @@ pub async fn apply(
     source: End<'_>,
     dest: End<'_>,
     plan: &Plan,
-    options: Options,
+    options: &Options,
 ) -> Result<Copied> {
     let counts = Counts::default();
-    futures_util::stream::iter(
-        plan.missing
-            .iter()
-            .map(|blob| copy_blob(source, dest, blob, options, &counts)),
-    )
-    .buffer_unordered(options.jobs.max(1))
-    .try_collect::<Vec<()>>()
-    .await?;
+    let copies = plan.missing.iter().map(|blob| {
+        let counts = &counts;
+        async move {
+            let _slot = options
+                .slots
+                .acquire()
+                .await
+                .map_err(|e| Error::failed("the copy's job slots closed").caused_by(e))?;
+            copy_blob(source, dest, blob, options.chunk, counts).await
+        }
+    });
+    futures_util::stream::iter(copies)
+        .buffer_unordered(plan.missing.len().max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
     for manifest in &plan.manifests {
         dest.registry
             .put_manifest(dest.repository, &manifest.digest, manifest)
@@ -286,7 +305,7 @@ pub async fn copy(
     source: End<'_>,
     dest: End<'_>,
     manifest: &Manifest,
-    options: Options,
+    options: &Options,
 ) -> Result<Copied> {
     let plan = plan(source, dest, manifest).await?;
     apply(source, dest, &plan, options).await
@@ -316,7 +335,7 @@ async fn copy_blob(
     source: End<'_>,
     dest: End<'_>,
     blob: &Blob,
-    options: Options,
+    chunk: Option<u64>,
     counts: &Counts,
 ) -> Result<()> {
     let mut progress = Progress {
@@ -340,7 +359,7 @@ async fn copy_blob(
     let mut tries = 0;
     loop {
         tries += 1;
-        let result = stream_blob(source, dest, blob, options.chunk, &mut progress, counts).await;
+        let result = stream_blob(source, dest, blob, chunk, &mut progress, counts).await;
         match result {
             Ok(()) => {
                 counts.copied.fetch_add(1, Ordering::Relaxed);

@@ -160,11 +160,16 @@ async fn read_leg(
                 };
                 return Ok((tags, None, copy::plan_fresh(from, manifest).await?));
             }
-            let (staging, latest, previous) = futures_util::try_join!(
+            let (staging, latest) = futures_util::try_join!(
                 registry.manifest(&repository, source_tag),
                 registry.manifest(&repository, LATEST),
-                registry.manifest(&repository, LATEST_PREVIOUS),
             )?;
+            // `latest-previous` matters only when `latest` moves: a re-run
+            // reads two tags per image here, and nothing else.
+            let previous = match &latest {
+                Some(latest) if latest.digest == manifest.digest => None,
+                _ => registry.manifest(&repository, LATEST_PREVIOUS).await?,
+            };
             let latest_revision = match &latest {
                 Some(latest) if latest.digest != manifest.digest => {
                     registry.revision(&repository, latest).await?
@@ -538,7 +543,7 @@ async fn move_leg(leg: &Leg, source_tag: &str) -> Result<()> {
     for (result, t) in join_all(staging).await.into_iter().zip(&leg.tags) {
         result.map_err(|e| {
             Error::failed(format!(
-                "nothing moved in {}: cannot write {}:{source_tag}",
+                "latest did not move in {}: cannot write {}:{source_tag}",
                 leg.target, t.repository
             ))
             .caused_by(&e.message)

@@ -25,7 +25,7 @@ use super::promote::{
 };
 use crate::ci::{Ci, markdown, markdown_code};
 use crate::cli::{Format, PromoteArgs};
-use crate::config::Destination;
+use crate::config::{AwsSettings, Destination};
 use crate::error::{Error, Result};
 use crate::promote::{self, Direction, LATEST, LATEST_PREVIOUS, Move};
 use crate::registry::copy::{self, Copied, End};
@@ -119,6 +119,13 @@ async fn read_leg(
     let target = Target::parse(&destination.registry).map_err(|e| {
         e.caused_by("given as a destination (--to, HOIST_PROMOTE_TO or promote.to in hoist.yaml)")
     })?;
+    if target.ecr().is_none() && destination.aws != AwsSettings::default() {
+        return Err(Error::input(format!(
+            "promote.to gives AWS settings for {}, which is not an ECR registry",
+            destination.registry
+        ))
+        .hint("aws_profile and aws_role_arn apply to <account>.dkr.ecr.<region>.amazonaws.com registries; remove them, or check the registry"));
+    }
     let dest_env = destination_env(&source_target.host, &target.host);
     let registry = Registry::connect_with(&target, &destination.aws, &dest_env).await?;
     let mut create = Vec::new();

@@ -149,7 +149,9 @@ async fn read_leg(
         let (registry, source_blobs, dest_blobs) = (&registry, &source_blobs, &dest_blobs);
         let fresh = create.contains(&repository);
         async move {
-            let manifest = s.source.as_ref().expect("read_sources found every image");
+            let manifest = s.source.as_ref().ok_or_else(|| {
+                Error::failed(format!("{}: no image to copy", s.repository))
+            })?;
             let from = End {
                 registry: source,
                 blobs: source_blobs,
@@ -215,7 +217,6 @@ async fn read_leg(
         staging_there.push(staging);
         plans.push(plan);
     }
-    drop((source_blobs, dest_blobs));
     Ok(Leg {
         target,
         registry,
@@ -281,7 +282,9 @@ pub(super) fn promote_to(
     let mut conflicts = Vec::new();
     for leg in &legs {
         for (t, staging) in leg.tags.iter().zip(&leg.staging_there) {
-            let wanted = &t.source.as_ref().expect("read").digest;
+            let Some(wanted) = t.source.as_ref().map(|m| &m.digest) else {
+                continue;
+            };
             if let Some(there) = staging.as_ref().filter(|m| &m.digest != wanted) {
                 conflicts.push(format!(
                     "{}: {}/{}:{source_tag} names {}, the source's names {}",
@@ -334,7 +337,7 @@ pub(super) fn promote_to(
                 promote::promotion(
                     &t.name,
                     &t.repository,
-                    &t.source.as_ref().expect("read").digest,
+                    &t.source.as_ref()?.digest,
                     t.latest.as_ref().map(|m| m.digest.as_str()),
                     t.previous.as_ref().map(|m| m.digest.as_str()),
                 )
@@ -542,12 +545,15 @@ async fn move_leg(leg: &Leg, source_tag: &str) -> Result<()> {
         .filter_map(|(t, there)| {
             let manifest = t.source.as_ref()?;
             let fresh = there.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
-            fresh.then(|| {
-                leg.registry
+            fresh.then(|| async move {
+                let written = leg
+                    .registry
                     .put_manifest(&t.repository, source_tag, manifest)
+                    .await;
+                (t, written)
             })
         });
-    for (result, t) in join_all(staging).await.into_iter().zip(&leg.tags) {
+    for (t, result) in join_all(staging).await {
         result.map_err(|e| {
             Error::failed(format!(
                 "latest did not move in {}: cannot write {}:{source_tag}",

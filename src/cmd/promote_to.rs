@@ -149,9 +149,10 @@ async fn read_leg(
         let (registry, source_blobs, dest_blobs) = (&registry, &source_blobs, &dest_blobs);
         let fresh = create.contains(&repository);
         async move {
-            let manifest = s.source.as_ref().ok_or_else(|| {
-                Error::failed(format!("{}: no image to copy", s.repository))
-            })?;
+            let manifest = s
+                .source
+                .as_ref()
+                .ok_or_else(|| Error::failed(format!("{}: no image to copy", s.repository)))?;
             let from = End {
                 registry: source,
                 blobs: source_blobs,
@@ -545,7 +546,7 @@ async fn move_leg(leg: &Leg, source_tag: &str) -> Result<()> {
         .filter_map(|(t, there)| {
             let manifest = t.source.as_ref()?;
             let fresh = there.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
-            fresh.then(|| async move {
+            fresh.then_some(async move {
                 let written = leg
                     .registry
                     .put_manifest(&t.repository, source_tag, manifest)

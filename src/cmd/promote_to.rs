@@ -26,6 +26,7 @@ use super::promote::{
 use crate::ci::{Ci, markdown, markdown_code};
 use crate::cli::{Format, PromoteArgs};
 use crate::config::{AwsSettings, Destination};
+use crate::context::human_bytes;
 use crate::error::{Error, Result};
 use crate::promote::{self, Direction, LATEST, LATEST_PREVIOUS, Move};
 use crate::registry::copy::{self, Copied, End};
@@ -642,21 +643,6 @@ fn leg_plan(leg: &Leg, sha: &str, source_tag: &str) -> Plan {
     }
 }
 
-/// `1.0 GiB`, `512 KiB`, `17 B`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// The copy lines and tag moves of every destination.
 fn to_lines(plan: &ToPlan) -> String {
     let mut text = String::new();
@@ -826,14 +812,6 @@ fn summary(report: &ToReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_bytes(17), "17 B");
-        assert_eq!(human_bytes(512 << 10), "512.0 KiB");
-        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
-        assert_eq!(human_bytes(3 << 40), "3.0 TiB");
-    }
 
     #[test]
     fn the_source_login_stays_with_the_source() {

@@ -15,7 +15,7 @@ use super::publish::mask_secrets;
 use crate::canary;
 use crate::ci::{Ci, markdown, markdown_code};
 use crate::cli::{Format, PromoteArgs, RollbackArgs, StatusArgs};
-use crate::config::{Config, Overrides, parse_duration};
+use crate::config::{AwsSettings, Config, Overrides, parse_duration};
 use crate::error::{Error, Result};
 use crate::git;
 use crate::promote::{
@@ -37,6 +37,16 @@ pub(super) struct Setup {
     pub(super) target: Target,
     /// (image name, repository)
     pub(super) images: Vec<(String, String)>,
+    /// The AWS settings `promote.to` gives this registry, so that `status`
+    /// and `rollback --registry DEST` reach a destination as promote does.
+    pub(super) aws: AwsSettings,
+}
+
+impl Setup {
+    /// Connects to the registry, with its `promote.to` AWS settings.
+    pub(super) async fn connect(&self) -> Result<Registry> {
+        Registry::connect_with(&self.target, &self.aws, &env).await
+    }
 }
 
 pub(super) fn setup(
@@ -75,10 +85,17 @@ pub(super) fn setup(
         .filter(|name| selected.is_empty() || selected.iter().any(|s| s == *name))
         .map(|name| (name.to_string(), target.repository(name)))
         .collect();
+    let aws = config
+        .promote_to
+        .iter()
+        .find(|d| Target::parse(&d.registry).is_ok_and(|t| t == target))
+        .map(|d| d.aws.clone())
+        .unwrap_or_default();
     Ok(Setup {
         config,
         target,
         images,
+        aws,
     })
 }
 
@@ -256,7 +273,14 @@ fn promote_in(
     }
     let sha = named.sha().to_string();
     let source_tag = staging_tag(&sha);
-    if matches!(place, Where::Configured) && !setup.config.promote_to.is_empty() {
+    let elsewhere = matches!(place, Where::Configured) && !setup.config.promote_to.is_empty();
+    if args.create_repos && !elsewhere {
+        return Err(Error::input(
+            "--create-repos creates repositories in a promotion's destinations, and none is given",
+        )
+        .hint("add --to REGISTRY (or HOIST_PROMOTE_TO, promote.to); in the source, publish creates them"));
+    }
+    if elsewhere {
         let found = Found {
             repo: repo.as_ref(),
             named: &named,
@@ -268,7 +292,7 @@ fn promote_in(
 
     let runtime = runtime()?;
     let started = Instant::now();
-    let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let registry = runtime.block_on(setup.connect())?;
     let tags = runtime.block_on(read_tags(&registry, &setup.images, Some(&source_tag)))?;
 
     let missing: Vec<String> = tags
@@ -558,7 +582,7 @@ pub fn rollback(dir: &Path, config_file: Option<&Path>, args: RollbackArgs, ci: 
     )?;
     let runtime = runtime()?;
     let started = Instant::now();
-    let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let registry = runtime.block_on(setup.connect())?;
     let tags = runtime.block_on(read_tags(&registry, &setup.images, None))?;
     let mut moves = Vec::new();
     let mut manifests = HashMap::new();
@@ -1126,7 +1150,7 @@ pub fn status(dir: &Path, config_file: Option<&Path>, args: StatusArgs, ci: &Ci)
     )?;
     let repo = git::open_local_first(&setup.config.root).ok();
     let runtime = runtime()?;
-    let registry = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let registry = runtime.block_on(setup.connect())?;
     let newest_first = |tags: &[&str]| match &repo {
         Some(repo) => {
             let hexes: Vec<&str> = tags.iter().map(|t| staging_hex(t).unwrap_or(t)).collect();

@@ -245,7 +245,7 @@ pub(super) fn promote_to(
     } = found;
     let runtime = runtime()?;
     let started = Instant::now();
-    let source = runtime.block_on(Registry::connect(&setup.target, &env))?;
+    let source = runtime.block_on(setup.connect())?;
     let sources = runtime.block_on(read_sources(&source, &setup.images, source_tag))?;
     let missing: Vec<String> = sources
         .iter()

@@ -179,11 +179,11 @@ pub async fn plan(source: End<'_>, dest: End<'_>, manifest: &Manifest) -> Result
     {
         return Ok(Plan::default());
     }
-    let mut plan = Plan::default();
-    let mut blobs = Vec::new();
-    collect(source, manifest, &mut plan.manifests, &mut blobs, 0).await?;
-    let mut seen = std::collections::HashSet::new();
-    blobs.retain(|b: &Blob| seen.insert(b.digest.clone()));
+    let (manifests, blobs) = everything(source, manifest).await?;
+    let mut plan = Plan {
+        manifests,
+        ..Plan::default()
+    };
     let held: Vec<Result<Option<u64>>> = futures_util::stream::iter(
         blobs
             .iter()
@@ -204,13 +204,23 @@ pub async fn plan(source: End<'_>, dest: End<'_>, manifest: &Manifest) -> Result
 /// The plan for a destination repository that does not exist yet: every
 /// manifest and blob to copy, nothing asked of the destination.
 pub async fn plan_fresh(source: End<'_>, manifest: &Manifest) -> Result<Plan> {
-    let mut plan = Plan::default();
+    let (manifests, missing) = everything(source, manifest).await?;
+    Ok(Plan {
+        manifests,
+        missing,
+        present: Vec::new(),
+    })
+}
+
+/// Every manifest to write (children first) and every blob they name,
+/// each once.
+async fn everything(source: End<'_>, manifest: &Manifest) -> Result<(Vec<Manifest>, Vec<Blob>)> {
+    let mut manifests = Vec::new();
     let mut blobs = Vec::new();
-    collect(source, manifest, &mut plan.manifests, &mut blobs, 0).await?;
+    collect(source, manifest, &mut manifests, &mut blobs, 0).await?;
     let mut seen = std::collections::HashSet::new();
     blobs.retain(|b: &Blob| seen.insert(b.digest.clone()));
-    plan.missing = blobs;
-    Ok(plan)
+    Ok((manifests, blobs))
 }
 
 /// The manifests to write (children first) and the blobs they name.
@@ -247,6 +257,15 @@ async fn collect(
                     child.digest
                 ))
             })?;
+        if child_manifest.digest != child.digest {
+            return Err(Error::failed(format!(
+                "{}/{} served {} when asked for {}",
+                source.blobs.host(),
+                source.repository,
+                child_manifest.digest,
+                child.digest
+            )));
+        }
         Box::pin(collect(
             source,
             &child_manifest,

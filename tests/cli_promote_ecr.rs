@@ -959,3 +959,86 @@ fn promote_to_another_account_copies_by_digest_and_moves_latest_there_only() {
         back.describe()
     );
 }
+
+/// A destination's `aws_profile` wins over the keys in the environment
+/// (the source's): here the profile assumes the production role itself
+/// (`role_arn` with `source_profile`, from `AWS_CONFIG_FILE`).
+#[test]
+fn a_destination_profile_wins_over_the_environment_keys() {
+    let Some(ecr) = Ecr::start() else {
+        return;
+    };
+    let project = Project::new(1);
+    let a = &project.shas[0];
+    let destination = format!("{PRODUCTION}.dkr.ecr.{REGION}.amazonaws.com/{PREFIX}");
+    std::fs::write(
+        project.dir().join("hoist.yaml"),
+        format!(
+            "images:\n  platform: {{}}\n  platform-tenant: {{}}\npromote:\n  to:\n    - registry: {destination}\n      aws_profile: production\n"
+        ),
+    )
+    .unwrap();
+    let aws_config = project.root.path().join("aws-config");
+    std::fs::write(
+        &aws_config,
+        format!(
+            "[profile base]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n\n\
+             [profile production]\nrole_arn = arn:aws:iam::{PRODUCTION}:role/hoist-promote\nsource_profile = base\n"
+        ),
+    )
+    .unwrap();
+    let production = production_sdk(&ecr.moto);
+    let mut wanted = BTreeMap::new();
+    for image in IMAGES {
+        ecr.create(image, ImageTagMutability::ImmutableWithExclusion);
+        let digest = ecr.runtime.block_on(common::ecr::seed_as(
+            &ecr.sdk,
+            &repository(image),
+            &staging(a),
+            &blobless_index(image, a),
+            "application/vnd.oci.image.index.v1+json",
+        ));
+        wanted.insert(image, digest);
+        ecr.runtime.block_on(common::ecr::create_repository(
+            &production,
+            &repository(image),
+            ImageTagMutability::Mutable,
+        ));
+    }
+    let dir = project.dir();
+    let source = registry();
+    let moto = ecr.moto.url();
+    let out = hoist(
+        project.root.path(),
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "promote",
+            a,
+            "--registry",
+            &source,
+            "--format",
+            "json",
+        ],
+        &[
+            // Generic: the profile's STS call goes to moto too.
+            ("AWS_ENDPOINT_URL", &moto),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_CONFIG_FILE", aws_config.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for image in IMAGES {
+        let latest = ecr
+            .runtime
+            .block_on(digest_of_tag(&production, &repository(image), "latest"));
+        assert_eq!(latest.as_ref(), Some(&wanted[image]), "{image}");
+        // Not in the source's account: its keys were not used there.
+        assert_eq!(ecr.digest(image, "latest"), None);
+    }
+}

@@ -46,6 +46,8 @@ use super::{EcrHost, Login, MANIFEST_MEDIA_TYPES, Manifest, Missing, PushAuth, T
 use crate::config::AwsSettings;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::{ErrorKind, RetryConfig};
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -121,35 +123,47 @@ impl Ecr {
             .connect_timeout(Duration::from_secs(10))
             .operation_attempt_timeout(Duration::from_secs(60))
             .build();
+        let region = Region::new(host.region.clone());
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(host.region.clone()))
-            .http_client(http)
+            .region(region.clone())
+            .http_client(http.clone())
             .retry_config(RetryConfig::disabled())
             .timeout_config(timeouts);
         if let Some(url) = var("AWS_ENDPOINT_URL_ECR").or_else(|| var("AWS_ENDPOINT_URL")) {
             loader = loader.endpoint_url(url);
         }
-        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(key), Some(secret)) => {
-                let token = var("AWS_SESSION_TOKEN");
-                loader = loader.credentials_provider(Credentials::new(
-                    key,
-                    secret,
-                    token,
-                    None,
-                    "hoist environment",
-                ));
-            }
+        let keys = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(key), Some(secret)) => Some(Credentials::new(
+                key,
+                secret,
+                var("AWS_SESSION_TOKEN"),
+                None,
+                "hoist environment",
+            )),
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::input(
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be given together",
                 )
                 .hint(CREDENTIALS_HINT));
             }
+            (None, None) => None,
+        };
+        match (&aws.profile, keys) {
+            // A destination's own profile wins over the keys in the
+            // environment (which are the source's): the default chain
+            // would take the environment first.
+            (Some(profile), _) => {
+                let provider_config = ProviderConfig::without_region()
+                    .with_region(Some(region))
+                    .with_http_client(http);
+                let provider = ProfileFileCredentialsProvider::builder()
+                    .profile_name(profile)
+                    .configure(&provider_config)
+                    .build();
+                loader = loader.profile_name(profile).credentials_provider(provider);
+            }
+            (None, Some(keys)) => loader = loader.credentials_provider(keys),
             (None, None) => {}
-        }
-        if let Some(profile) = &aws.profile {
-            loader = loader.profile_name(profile);
         }
         let mut config = loader.load().await;
         if let Some(role) = &aws.role_arn {

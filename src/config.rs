@@ -62,20 +62,18 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilePromote {
-    to: Option<Vec<FileDestination>>,
+    /// Each a registry, or a map ([`FileDestination`]): read one by one,
+    /// so that an error names the entry and the key.
+    to: Option<Vec<serde_yaml::Value>>,
 }
 
-/// One entry of `promote.to`: a registry, or a registry with its AWS
-/// settings.
+/// One entry of `promote.to` written as a map.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum FileDestination {
-    Registry(String),
-    Detailed {
-        registry: String,
-        aws_profile: Option<String>,
-        aws_role_arn: Option<String>,
-    },
+#[serde(deny_unknown_fields)]
+struct FileDestination {
+    registry: String,
+    aws_profile: Option<String>,
+    aws_role_arn: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -617,47 +615,64 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// white space) or the `--to` flags instead. A registry given by flag or
 /// variable keeps the AWS settings its `promote.to` entry gives.
 fn promote_to(
-    file: Vec<FileDestination>,
+    file: Vec<serde_yaml::Value>,
     flags: Vec<String>,
     env: &dyn Fn(&str) -> Option<String>,
     config: Option<&Path>,
 ) -> Result<Vec<Destination>> {
     let where_file = config.map_or("hoist.yaml".to_string(), |p| p.display().to_string());
     let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    const EXAMPLE: &str = "write HOST[/PREFIX], or {registry: HOST[/PREFIX], aws_profile: NAME, \
+         aws_role_arn: ARN}, e.g. 210987654321.dkr.ecr.eu-west-1.amazonaws.com/team";
     let mut listed = Vec::new();
-    for entry in file {
+    for (n, entry) in file.into_iter().enumerate() {
+        let what = format!("promote.to entry {} in {where_file}", n + 1);
         let destination = match entry {
-            FileDestination::Registry(registry) => Destination {
+            serde_yaml::Value::String(registry) => Destination {
                 registry,
                 aws: AwsSettings::default(),
             },
-            FileDestination::Detailed {
-                registry,
-                aws_profile,
-                aws_role_arn,
-            } => Destination {
-                registry,
-                aws: AwsSettings {
-                    profile: aws_profile.filter(|p| !p.is_empty()),
-                    role_arn: aws_role_arn.filter(|r| !r.is_empty()),
-                },
-            },
+            map @ serde_yaml::Value::Mapping(_) => {
+                let entry: FileDestination = serde_yaml::from_value(map).map_err(|e| {
+                    Error::input(format!("{what} is not a destination"))
+                        .caused_by(&e)
+                        .hint(EXAMPLE)
+                })?;
+                Destination {
+                    registry: entry.registry,
+                    aws: AwsSettings {
+                        profile: entry.aws_profile.filter(|p| !p.is_empty()),
+                        role_arn: entry.aws_role_arn.filter(|r| !r.is_empty()),
+                    },
+                }
+            }
+            _ => {
+                return Err(
+                    Error::input(format!("{what} is neither a registry nor a map")).hint(EXAMPLE),
+                );
+            }
         };
         if destination.registry.trim().is_empty() {
-            return Err(Error::input(format!(
-                "promote.to in {where_file} lists an empty registry"
-            ))
-            .hint("write HOST[/PREFIX], e.g. 210987654321.dkr.ecr.eu-west-1.amazonaws.com/team"));
+            return Err(Error::input(format!("{what} is an empty registry")).hint(EXAMPLE));
         }
         listed.push(destination);
     }
     let given: Vec<String> = if !flags.is_empty() {
         flags
     } else if let Some(text) = env("HOIST_PROMOTE_TO") {
-        text.split(|c: char| c == ',' || c.is_whitespace())
+        let given: Vec<String> = text
+            .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|part| !part.is_empty())
             .map(str::to_string)
-            .collect()
+            .collect();
+        // Set but naming nothing is a mistake, not "promote in place".
+        if given.is_empty() {
+            return Err(Error::input(format!(
+                "HOIST_PROMOTE_TO is '{text}', which names no registry"
+            ))
+            .hint("give registries separated by commas or spaces, or unset it"));
+        }
+        given
     } else {
         return Ok(listed);
     };
@@ -905,10 +920,33 @@ mod tests {
                 .promote_to
                 .is_empty()
         );
-        std::fs::write(dir.path().join("hoist.yaml"), "promote:\n  to:\n    - ''\n").unwrap();
-        let error = load(Overrides::default(), &no_env).unwrap_err();
-        assert_eq!(error.exit_code(), 2);
-        assert!(error.message.contains("promote.to"), "{error}");
+        for (yaml, says) in [
+            ("    - ''\n", "empty registry"),
+            ("    - 5000\n", "neither a registry nor a map"),
+            (
+                "    - {registry: a.io/x, aws_rolearn: arn}\n",
+                "aws_rolearn",
+            ),
+        ] {
+            std::fs::write(
+                dir.path().join("hoist.yaml"),
+                format!("promote:\n  to:\n{yaml}"),
+            )
+            .unwrap();
+            let error = load(Overrides::default(), &no_env).unwrap_err();
+            assert_eq!(error.exit_code(), 2);
+            let text = format!("{error}");
+            assert!(text.contains("promote.to entry 1"), "{text}");
+            assert!(text.contains(says), "{yaml}: {text}");
+        }
+        std::fs::write(
+            dir.path().join("hoist.yaml"),
+            "promote:\n  to: [ghcr.io/acme]\n",
+        )
+        .unwrap();
+        let blank = |name: &str| (name == "HOIST_PROMOTE_TO").then(|| " , ".to_string());
+        let error = load(Overrides::default(), &blank).unwrap_err();
+        assert!(error.message.contains("names no registry"), "{error}");
     }
 
     #[test]

@@ -53,10 +53,13 @@ Exit codes:
 
 const EXIT_PROMOTE: &str = "\
 Exit codes:
-  0  latest names the commit's images, verified (or already did)
+  0  latest names the commit's images, verified (or already did), in every destination
   1  a missing staging tag, latest would go backwards, latest changed meanwhile, a canary
-     timed out, or a write failed or could not be verified
-  2  usage, config or input error: no registry, a sha that is not 7 to 40 hex characters";
+     timed out, or a write failed or could not be verified; with --to also a refused or
+     missing login, an unreachable destination, a missing repository, a destination's
+     staging tag naming another image, or a failed copy
+  2  usage, config or input error: no registry, a sha that is not 7 to 40 hex characters,
+     a bad --to or promote.to entry, a destination listed twice";
 
 const EXIT_ROLLBACK: &str = "\
 Exit codes:

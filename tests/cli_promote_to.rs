@@ -454,3 +454,31 @@ fn an_index_is_copied_with_every_child_and_the_same_digest() {
     }
     assert_eq!(digest(&dest, "platform-tenant", "latest"), None);
 }
+
+#[test]
+fn a_destination_listed_twice_or_a_blank_variable_is_an_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let twice = common::hoist(
+        dir.path(),
+        &[
+            "promote",
+            "abc1234",
+            "--registry",
+            "127.0.0.1:9/src",
+            "--to",
+            "127.0.0.1:9/prod",
+            "--to",
+            "127.0.0.1:9/prod/",
+        ],
+        &[],
+    );
+    assert_eq!(twice.status.code(), Some(2), "{twice:?}");
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("listed twice"));
+    let blank = common::hoist(
+        dir.path(),
+        &["promote", "abc1234", "--registry", "127.0.0.1:9/src"],
+        &[("HOIST_PROMOTE_TO", " , ")],
+    );
+    assert_eq!(blank.status.code(), Some(2), "{blank:?}");
+    assert!(String::from_utf8_lossy(&blank.stderr).contains("names no registry"));
+}

@@ -1311,7 +1311,11 @@ async fn tag_state(registry: &Registry, repository: &str, tag: &str) -> Result<O
     };
     let revision = registry.revision(repository, &manifest).await?;
     let mut staging_tag = None;
-    if let Some(revision) = revision.as_deref().filter(|r| r.len() >= 7) {
+    // A label is the registry's text: only a sha makes a tag to look for.
+    if let Some(revision) = revision
+        .as_deref()
+        .filter(|r| staging_hex(&format!("staging-{r}")).is_some())
+    {
         let candidate = promote::staging_tag(revision);
         let there = registry.manifest(repository, &candidate).await?;
         if there.is_some_and(|m| m.digest == manifest.digest) {

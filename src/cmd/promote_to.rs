@@ -52,6 +52,9 @@ pub struct CopyNeeds {
     pub staging_from: Option<String>,
     /// Whether the repository is created first (`--create-repos`).
     pub create_repository: bool,
+    /// Whether the blobs are mounted from the source repository (the same
+    /// registry host) rather than sent.
+    pub mount: bool,
 }
 
 /// One destination: its registry, what every image needs there, and the
@@ -243,6 +246,7 @@ pub(super) fn promote_to(
         sha,
         source_tag,
     } = found;
+    refuse_repeats(&setup.config.promote_to)?;
     let runtime = runtime()?;
     let started = Instant::now();
     let source = runtime.block_on(setup.connect())?;
@@ -307,8 +311,9 @@ pub(super) fn promote_to(
             error = error.caused_by(line);
         }
         return Err(error.hint(
-            "the destination holds another build of this commit under the same tag; \
-             remove that tag there, or promote a commit whose image is the same in both",
+            "the destination holds another build of this commit under the same tag: \
+             check which image is the one tested (`hoist status --registry DEST`), and point \
+             the tag there at the source's image by hand if that is the one to ship",
         ));
     }
 
@@ -366,7 +371,7 @@ pub(super) fn promote_to(
         registry: setup.target.to_string(),
         to: legs
             .iter()
-            .map(|leg| leg_plan(leg, sha, source_tag))
+            .map(|leg| leg_plan(leg, &setup.target, sha, source_tag))
             .collect(),
         canaries: args.wait_for.clone(),
     };
@@ -379,6 +384,19 @@ pub(super) fn promote_to(
     if moving && !args.wait_for.is_empty() {
         canaries = wait_for_canaries(&runtime, args, sha, ci)?;
     }
+    let (blobs, bytes) = legs
+        .iter()
+        .flat_map(|leg| &leg.plans)
+        .fold((0, 0), |(n, b), plan| {
+            (n + plan.missing.len(), b + plan.missing_bytes())
+        });
+    if blobs > 0 {
+        ci.say(&format!(
+            "copying {blobs} blob(s), {}, to {} destination(s)",
+            human_bytes(bytes),
+            legs.len()
+        ));
+    }
     let copied = runtime.block_on(copy_all(
         &source,
         &setup.target,
@@ -387,11 +405,16 @@ pub(super) fn promote_to(
         setup.config.push,
         ci,
     ))?;
+    // The plan's reads are as old as the copy (minutes for large images)
+    // and any wait: read every destination's `latest` again before the
+    // first moves.
+    for leg in &legs {
+        runtime
+            .block_on(compare(&leg.registry, &leg.tags, &leg.moves))
+            .map_err(|e| e.caused_by(format!("in {}", leg.target)))?;
+    }
     let mut moved = Vec::new();
     for leg in &legs {
-        // The plan's reads are as old as the copy (minutes for large
-        // images) and any wait: read `latest` again before moving it.
-        runtime.block_on(compare(&leg.registry, &leg.tags, &leg.moves))?;
         let done = runtime.block_on(move_leg(leg, source_tag));
         if let Err(error) = done {
             return Err(match moved.is_empty() {
@@ -427,6 +450,25 @@ fn staging_written(image: &PlannedImage) -> bool {
         .copy
         .as_ref()
         .is_some_and(|c| c.staging_from.as_deref() != Some(image.digest.as_str()))
+}
+
+/// A destination listed twice (`host/x` and `host/x/` alike) would be
+/// copied to twice at once and moved twice: refused.
+fn refuse_repeats(destinations: &[Destination]) -> Result<()> {
+    let mut seen: Vec<Target> = Vec::new();
+    for destination in destinations {
+        let Ok(target) = Target::parse(&destination.registry) else {
+            continue;
+        };
+        if seen.contains(&target) {
+            return Err(
+                Error::input(format!("the destination {target} is listed twice"))
+                    .hint("name each destination once (--to, HOIST_PROMOTE_TO or promote.to)"),
+            );
+        }
+        seen.push(target);
+    }
+    Ok(())
 }
 
 /// Copies every image to every destination, all at once; an error names
@@ -470,7 +512,28 @@ async fn copy_all(
                     blobs: &dest_blobs,
                     repository: &t.repository,
                 };
-                copy::apply(from, to, plan, options)
+                async move {
+                    let copied = copy::apply(from, to, plan, options).await?;
+                    // Said as each image is done: a large copy takes minutes.
+                    if copied.blobs_copied + copied.blobs_mounted + copied.manifests > 0 {
+                        ci.say(&format!(
+                            "{}: copied to {}/{}: {} blob(s), {}, {} mounted, {} manifest(s){}",
+                            t.name,
+                            leg.target.host,
+                            t.repository,
+                            copied.blobs_copied,
+                            human_bytes(copied.bytes),
+                            copied.blobs_mounted,
+                            copied.manifests,
+                            if copied.resumed > 0 {
+                                format!(", {} resumed after a cut", copied.resumed)
+                            } else {
+                                String::new()
+                            }
+                        ));
+                    }
+                    Ok::<_, Error>(copied)
+                }
             });
         Ok::<_, Error>(join_all(copies).await)
     }))
@@ -489,25 +552,7 @@ async fn copy_all(
         };
         for (t, result) in leg.tags.iter().zip(results) {
             match result {
-                Ok(copied) => {
-                    if copied.blobs_copied + copied.manifests > 0 {
-                        ci.say(&format!(
-                            "{}: copied to {}/{}: {} blob(s), {}, {} manifest(s){}",
-                            t.name,
-                            leg.target.host,
-                            t.repository,
-                            copied.blobs_copied,
-                            human_bytes(copied.bytes),
-                            copied.manifests,
-                            if copied.resumed > 0 {
-                                format!(", {} resumed after a cut", copied.resumed)
-                            } else {
-                                String::new()
-                            }
-                        ));
-                    }
-                    total.add(&copied);
-                }
+                Ok(copied) => total.add(&copied),
                 Err(error) => {
                     failures.push((format!("{}/{}", leg.target.host, t.repository), error))
                 }
@@ -602,7 +647,7 @@ fn destinations<S: serde::Serializer>(plans: &[Plan], serializer: S) -> Result<S
     }))
 }
 
-fn leg_plan(leg: &Leg, sha: &str, source_tag: &str) -> Plan {
+fn leg_plan(leg: &Leg, source: &Target, sha: &str, source_tag: &str) -> Plan {
     Plan {
         verb: "promote",
         sha: Some(sha.to_string()),
@@ -630,6 +675,7 @@ fn leg_plan(leg: &Leg, sha: &str, source_tag: &str) -> Plan {
                     blobs_present: plan.present.len(),
                     staging_from: staging.as_ref().map(|m| m.digest.clone()),
                     create_repository: leg.create.contains(&t.repository),
+                    mount: leg.target.host == source.host,
                 }),
                 writes: leg
                     .moves
@@ -654,7 +700,8 @@ fn to_lines(plan: &ToPlan) -> String {
                 "already there".to_string()
             } else {
                 format!(
-                    "copy {} blob(s), {}, and {} manifest(s); {} blob(s) already there",
+                    "{} {} blob(s), {}, and {} manifest(s); {} blob(s) already there",
+                    if copy.mount { "mount" } else { "copy" },
                     copy.blobs,
                     human_bytes(copy.bytes),
                     copy.manifests,

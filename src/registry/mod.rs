@@ -100,11 +100,22 @@ impl Target {
                 "the first part must be a registry host (with a dot or a port)",
             ));
         }
+        if let Some((before, digest)) = trimmed.rsplit_once('@')
+            && digest.starts_with("sha256:")
+        {
+            return Err(Error::input(format!(
+                "invalid registry '{}@{digest}': a registry takes no digest",
+                without_userinfo(before)
+            ))
+            .hint("give HOST[/PREFIX]: hoist adds each image's name and tags itself"));
+        }
         // Checked on the whole value: a password may hold a `/`, which would
         // otherwise put its tail in the prefix.
         if trimmed.contains('@') {
             return Err(bad(
-                "credentials do not belong in the registry; use the Docker config or HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD",
+                "credentials do not belong in the registry; use the Docker config, \
+                 HOIST_REGISTRY_USER_<HOST>/HOIST_REGISTRY_PASSWORD_<HOST>, or \
+                 HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD",
             ));
         }
         if let Some((_, port)) = host.rsplit_once(':')
@@ -542,6 +553,18 @@ fn is_path_component(part: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_is_not_taken_for_credentials() {
+        let error = Target::parse("127.0.0.1:5000/x@sha256:abc").unwrap_err();
+        assert!(
+            error.message.contains("127.0.0.1:5000/x@sha256:abc"),
+            "{error}"
+        );
+        assert!(error.message.contains("no digest"), "{error}");
+        let error = Target::parse("u:s3cr3t@127.0.0.1:5000/x@sha256:abc").unwrap_err();
+        assert!(!format!("{error}").contains("s3cr3t"), "{error}");
+    }
 
     #[test]
     fn a_bad_registry_is_named_without_its_password() {

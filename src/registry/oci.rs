@@ -927,13 +927,15 @@ impl Oci {
         } else {
             format!("the credentials of user {}", login.username)
         };
+        let key = credentials::host_key(&self.target.host);
         let hint = match source {
-            Source::Environment => "check HOIST_REGISTRY_USER and HOIST_REGISTRY_PASSWORD \
-                 (hoist takes them before the Docker config)"
-                .to_string(),
+            Source::Environment | Source::HostEnvironment { .. } => format!(
+                "check {} (hoist takes them before the Docker config)",
+                source.describe()
+            ),
             _ => format!(
-                "check the login from {} (HOIST_REGISTRY_USER and HOIST_REGISTRY_PASSWORD, \
-                 when set, come before it)",
+                "check the login from {} (HOIST_REGISTRY_USER_{key}/HOIST_REGISTRY_PASSWORD_{key}, \
+                 then HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD, come before it when set)",
                 source.describe()
             ),
         };
@@ -953,11 +955,13 @@ impl Oci {
                 crate::ci::one_line(&missing.describe())
             ));
         }
+        let key = credentials::host_key(host);
         error.hint(format!(
-                "set HOIST_REGISTRY_USER and HOIST_REGISTRY_PASSWORD, or run `docker login {host}` \
-                 so that the Docker config ($DOCKER_CONFIG/config.json, else ~/.docker/config.json, \
-                 or its credential helper) has a login for it"
-            ))
+            "set HOIST_REGISTRY_USER_{key} and HOIST_REGISTRY_PASSWORD_{key} (this host's login; \
+             HOIST_REGISTRY_USER/HOIST_REGISTRY_PASSWORD serve only the --registry of a command), \
+             or run `docker login {host}` so that the Docker config ($DOCKER_CONFIG/config.json, \
+             else ~/.docker/config.json, or its credential helper) has a login for it"
+        ))
     }
 
     /// One HTTP exchange, retried while it fails transiently; any answer

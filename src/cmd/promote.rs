@@ -9,7 +9,8 @@
 //! meanwhile). It writes image by image: the exact manifest bytes under the
 //! tag, no layer touched. When a write fails, the writes already done are
 //! put back, and every tag's state is reported. Last, `latest` is read back
-//! and checked.
+//! and checked. With destinations (`--to`), the same moves happen there,
+//! after a copy: see [`super::promote_to`].
 
 use super::publish::mask_secrets;
 use crate::canary;

@@ -596,7 +596,7 @@ fn http_send(
 }
 
 /// [`http_send`] with the answer's body as it came: (status, head, body).
-fn http_send_bytes(
+pub fn http_send_bytes(
     addr: &str,
     method: &str,
     path: &str,

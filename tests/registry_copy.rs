@@ -8,7 +8,7 @@
 mod common;
 
 use common::docker::{Registry, RegistryOptions};
-use hoist::registry::copy::{Copied, End, Options, copy};
+use hoist::registry::copy::{Copied, End, Job, Options, apply_all, copy};
 use hoist::registry::oci::Oci;
 use hoist::registry::retry::Retries;
 use hoist::registry::{
@@ -263,4 +263,60 @@ fn a_copy_inside_one_registry_mounts_the_blobs() {
                 .is_some()
         );
     });
+}
+
+#[test]
+fn a_blob_two_images_lack_is_sent_once_and_mounted_into_the_other() {
+    let Some(source) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(dest) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let (from, to) = (client(&source, &[]), client(&dest, &[]));
+    block_on(async {
+        // The same image in two repositories of the source, as two images
+        // that share every layer.
+        let manifest = image(&from, "a", "v1", OCI_MANIFEST).await;
+        let oci = from.oci().unwrap();
+        for blob in hoist::registry::copy::named(&manifest.bytes).unwrap().blobs {
+            oci.mount("b", &blob.digest, "a").await.unwrap();
+        }
+        from.put_manifest("b", "v1", &manifest).await.unwrap();
+
+        let plan_a = hoist::registry::copy::plan(end(&from, "a"), end(&to, "a"), &manifest)
+            .await
+            .unwrap();
+        let plan_b = hoist::registry::copy::plan(end(&from, "b"), end(&to, "b"), &manifest)
+            .await
+            .unwrap();
+        assert_eq!((plan_a.missing.len(), plan_b.missing.len()), (3, 3));
+        let jobs = [
+            Job {
+                source: end(&from, "a"),
+                dest: end(&to, "a"),
+                plan: &plan_a,
+            },
+            Job {
+                source: end(&from, "b"),
+                dest: end(&to, "b"),
+                plan: &plan_b,
+            },
+        ];
+        let results = apply_all(&jobs, &options(None)).await;
+        let a = results[0].as_ref().unwrap();
+        let b = results[1].as_ref().unwrap();
+        assert_eq!((a.blobs_copied, a.blobs_mounted), (3, 0));
+        assert_eq!((b.blobs_copied, b.blobs_mounted, b.bytes), (0, 3, 0));
+        for repository in ["a", "b"] {
+            let there = to.manifest(repository, &manifest.digest).await.unwrap();
+            assert_eq!(there.map(|m| m.bytes), Some(manifest.bytes.clone()));
+        }
+    });
+    let uploads_to_b = dest
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"PATCH /v2/b/blobs/uploads/"))
+        .count();
+    assert_eq!(uploads_to_b, 0, "{}", dest.log());
 }

@@ -497,45 +497,48 @@ async fn copy_all(
             }
         }
         let dest_blobs = leg.registry.blob_client(&leg.target).await?;
-        let copies = sources
+        let jobs: Vec<copy::Job> = sources
             .iter()
             .zip(&leg.tags)
             .zip(&leg.plans)
-            .map(|((s, t), plan)| {
-                let from = End {
+            .map(|((s, t), plan)| copy::Job {
+                source: End {
                     registry: source,
                     blobs: source_blobs,
                     repository: &s.repository,
-                };
-                let to = End {
+                },
+                dest: End {
                     registry: &leg.registry,
                     blobs: &dest_blobs,
                     repository: &t.repository,
-                };
-                async move {
-                    let copied = copy::apply(from, to, plan, options).await?;
-                    // Said as each image is done: a large copy takes minutes.
-                    if copied.blobs_copied + copied.blobs_mounted + copied.manifests > 0 {
-                        ci.say(&format!(
-                            "{}: copied to {}/{}: {} blob(s), {}, {} mounted, {} manifest(s){}",
-                            t.name,
-                            leg.target.host,
-                            t.repository,
-                            copied.blobs_copied,
-                            human_bytes(copied.bytes),
-                            copied.blobs_mounted,
-                            copied.manifests,
-                            if copied.resumed > 0 {
-                                format!(", {} resumed after a cut", copied.resumed)
-                            } else {
-                                String::new()
-                            }
-                        ));
+                },
+                plan,
+            })
+            .collect();
+        // A blob several images lack is sent once and mounted into the
+        // others' repositories.
+        let results = copy::apply_all(&jobs, options).await;
+        for (t, copied) in leg.tags.iter().zip(&results) {
+            let Ok(copied) = copied else { continue };
+            if copied.blobs_copied + copied.blobs_mounted + copied.manifests > 0 {
+                ci.say(&format!(
+                    "{}: copied to {}/{}: {} blob(s), {}, {} mounted, {} manifest(s){}",
+                    t.name,
+                    leg.target.host,
+                    t.repository,
+                    copied.blobs_copied,
+                    human_bytes(copied.bytes),
+                    copied.blobs_mounted,
+                    copied.manifests,
+                    if copied.resumed > 0 {
+                        format!(", {} resumed after a cut", copied.resumed)
+                    } else {
+                        String::new()
                     }
-                    Ok::<_, Error>(copied)
-                }
-            });
-        Ok::<_, Error>(join_all(copies).await)
+                ));
+            }
+        }
+        Ok::<_, Error>(results)
     }))
     .await;
     let mut totals = Vec::new();

@@ -25,10 +25,12 @@ use super::retry::{ATTEMPTS, Failure};
 use super::{Manifest, Registry, digest_of};
 use crate::error::{Error, Result};
 use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
 use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -288,35 +290,116 @@ pub async fn apply(
     plan: &Plan,
     options: &Options,
 ) -> Result<Copied> {
-    let counts = Counts::default();
-    let copies = plan.missing.iter().map(|blob| {
-        let counts = &counts;
+    let job = Job { source, dest, plan };
+    let mut results = apply_all(&[job], options).await;
+    results.pop().unwrap_or_else(|| Ok(Copied::default()))
+}
+
+/// One image's copy in [`apply_all`].
+#[derive(Clone, Copy)]
+pub struct Job<'a> {
+    pub source: End<'a>,
+    pub dest: End<'a>,
+    pub plan: &'a Plan,
+}
+
+/// Copies several images into one registry, each as [`apply`] does, except
+/// that a blob more than one of them lacks is sent once, into the first
+/// one's repository, and then mounted into the others' (the destination's
+/// own cross-repository mount; sent after all where it is refused), as a
+/// push of images that share base layers does. One result per job.
+pub async fn apply_all(jobs: &[Job<'_>], options: &Options) -> Vec<Result<Copied>> {
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        for blob in &job.plan.missing {
+            owner.entry(blob.digest.as_str()).or_insert(i);
+        }
+    }
+    let counts: Vec<Counts> = jobs.iter().map(|_| Counts::default()).collect();
+    // First every job sends the blobs it is the first to lack …
+    let sent = join_all(jobs.iter().enumerate().map(|(i, job)| {
+        let owned = job
+            .plan
+            .missing
+            .iter()
+            .filter(|b| owner[b.digest.as_str()] == i)
+            .map(|b| (b, None))
+            .collect();
+        send_blobs(*job, owned, options, &counts[i])
+    }))
+    .await;
+    // … then mounts the ones another job sent, and writes its manifests.
+    let finished = jobs.iter().enumerate().map(|(i, job)| {
+        let (sent, counts, owner) = (&sent, &counts[i], &owner);
         async move {
-            let _slot = options
-                .slots
-                .acquire()
-                .await
-                .map_err(|e| Error::failed("the copy's job slots closed").caused_by(e))?;
-            copy_blob(source, dest, blob, options.chunk, counts).await
+            sent[i].clone()?;
+            let mut shared = Vec::new();
+            for blob in job
+                .plan
+                .missing
+                .iter()
+                .filter(|b| owner[b.digest.as_str()] != i)
+            {
+                let first = owner[blob.digest.as_str()];
+                if let Err(error) = &sent[first] {
+                    return Err(Error::failed(format!(
+                        "the blob {} was to come with {}, whose copy failed",
+                        blob.digest, jobs[first].dest.repository
+                    ))
+                    .caused_by(&error.message));
+                }
+                shared.push((blob, Some(jobs[first].dest.repository)));
+            }
+            send_blobs(*job, shared, options, counts).await?;
+            for manifest in &job.plan.manifests {
+                job.dest
+                    .registry
+                    .put_manifest(job.dest.repository, &manifest.digest, manifest)
+                    .await?;
+            }
+            Ok(Copied {
+                blobs_copied: counts.copied.load(Ordering::Relaxed),
+                bytes: counts.bytes.load(Ordering::Relaxed),
+                blobs_skipped: job.plan.present.len(),
+                blobs_mounted: counts.mounted.load(Ordering::Relaxed),
+                manifests: job.plan.manifests.len(),
+                resumed: counts.resumed.load(Ordering::Relaxed),
+            })
         }
     });
+    join_all(finished).await
+}
+
+/// Copies `blobs` (each with the destination repository to mount it
+/// from, when one holds it), at most [`Options::slots`] at once in all.
+async fn send_blobs(
+    job: Job<'_>,
+    blobs: Vec<(&Blob, Option<&str>)>,
+    options: &Options,
+    counts: &Counts,
+) -> Result<()> {
+    let total = blobs.len();
+    let copies = blobs.into_iter().map(|(blob, mount_from)| async move {
+        let _slot = options
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| Error::failed("the copy's job slots closed").caused_by(e))?;
+        copy_blob(
+            job.source,
+            job.dest,
+            blob,
+            options.chunk,
+            counts,
+            mount_from,
+        )
+        .await
+    });
     futures_util::stream::iter(copies)
-        .buffer_unordered(plan.missing.len().max(1))
+        .buffer_unordered(total.max(1))
         .try_collect::<Vec<()>>()
         .await?;
-    for manifest in &plan.manifests {
-        dest.registry
-            .put_manifest(dest.repository, &manifest.digest, manifest)
-            .await?;
-    }
-    Ok(Copied {
-        blobs_copied: counts.copied.load(Ordering::Relaxed),
-        bytes: counts.bytes.load(Ordering::Relaxed),
-        blobs_skipped: plan.present.len(),
-        blobs_mounted: counts.mounted.load(Ordering::Relaxed),
-        manifests: plan.manifests.len(),
-        resumed: counts.resumed.load(Ordering::Relaxed),
-    })
+    Ok(())
 }
 
 /// [`plan`], then [`apply`].
@@ -348,24 +431,29 @@ struct Progress {
     hashed: u64,
 }
 
-/// One blob: mounted or streamed across, tried up to [`ATTEMPTS`] times,
-/// each try going on from where the destination stands.
+/// One blob: mounted (from `mount_from`, or the source on the same host)
+/// or streamed across, tried up to [`ATTEMPTS`] times, each try going on
+/// from where the destination stands.
 async fn copy_blob(
     source: End<'_>,
     dest: End<'_>,
     blob: &Blob,
     chunk: Option<u64>,
     counts: &Counts,
+    mount_from: Option<&str>,
 ) -> Result<()> {
     let mut progress = Progress {
         upload: None,
         hash: Sha256::new(),
         hashed: 0,
     };
-    if source.blobs.host() == dest.blobs.host() {
+    // A repository of the destination's registry that holds the blob: one
+    // that another image's copy filled, or the source on the same host.
+    let same_host = source.blobs.host() == dest.blobs.host();
+    if let Some(from) = mount_from.or(same_host.then_some(source.repository)) {
         match dest
             .blobs
-            .mount(dest.repository, &blob.digest, source.repository)
+            .mount(dest.repository, &blob.digest, from)
             .await?
         {
             Started::Mounted => {

@@ -6,6 +6,10 @@ use crate::dialect::Dialect;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// `hoist --version`: the version and the commit it was built from
+/// (`build.rs`), e.g. "0.1.0 (3921529)".
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOIST_COMMIT"), ")");
+
 /// The exit codes of hoist as a whole (`hoist --help`); each command's
 /// `--help` lists only the ones it can return. `2` is always clap's for a
 /// usage error as well.
@@ -75,7 +79,7 @@ Exit codes:
 
 /// hoist: a monorepo's container-image pipeline, from commit to production tag.
 #[derive(Debug, Parser)]
-#[command(name = "hoist", version, about, after_help = EXIT_CODES)]
+#[command(name = "hoist", version = VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Run as if started in DIR (relative paths are read from there).
     #[arg(short = 'C', value_name = "DIR", default_value = ".", global = true)]

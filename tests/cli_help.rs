@@ -52,3 +52,34 @@ fn a_missing_directory_is_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no such directory"), "{stderr}");
 }
+
+/// `hoist --version` names the commit it was built from: this checkout's
+/// HEAD (with `-dirty` while its sources differ), unless the build was
+/// given `HOIST_COMMIT`.
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hoist(dir.path(), &["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let version = String::from_utf8(out.stdout).unwrap();
+    let expected = format!("hoist {} (", env!("CARGO_PKG_VERSION"));
+    assert!(version.starts_with(&expected), "{version}");
+    if std::env::var_os("HOIST_COMMIT").is_some() {
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let head = std::process::Command::new("git")
+        .args(["-C", root, "rev-parse", "--short=7", "HEAD"])
+        .output();
+    match head {
+        Ok(head) if head.status.success() => {
+            let sha = String::from_utf8(head.stdout).unwrap();
+            assert!(
+                version.contains(&format!("({}", sha.trim())),
+                "{version} should name {sha}"
+            );
+        }
+        // Built outside a checkout: it says so.
+        _ => assert!(version.contains("(commit unknown)"), "{version}"),
+    }
+}

@@ -866,8 +866,10 @@ fn a_rerun_after_a_stopped_run_skips_the_blobs_it_committed() {
         Some(1),
         "the proxy still refuses manifests"
     );
-    // The layers are skipped: the only blob sent is the new config (its
-    // `created` label is the build's time).
+    // The layers are skipped: the only blob that may be sent is the config,
+    // when it is new (its `created` label is the build's time; a build in
+    // the same second, or from the cache, gives the same config, which the
+    // stopped run committed already).
     let recorded: Value =
         serde_json::from_slice(&std::fs::read(cache.path().join("layers.json")).unwrap()).unwrap();
     let layers: Vec<&str> = recorded
@@ -886,5 +888,5 @@ fn a_rerun_after_a_stopped_run_skips_the_blobs_it_committed() {
         );
     }
     let patches = later.lines().filter(|l| l.contains("\"PATCH /v2/")).count();
-    assert_eq!(patches, 1, "the config only:\n{later}");
+    assert!(patches <= 1, "the config at most:\n{later}");
 }

@@ -10,8 +10,10 @@
 //! the destinations' tags as they were (the blobs it copied are harmless,
 //! and a re-run does not send them again). The tag moves follow promote's
 //! rules in the destination: never backwards without `--allow-older`
-//! (judged against the destination's `latest`), compared again after a
-//! canary wait, put back when a write fails, read back at the end.
+//! (judged against the destination's `latest`), read again after the copy
+//! (and any canary wait) before the first move, put back when a write
+//! fails, read back at the end. A blob several images lack is sent once
+//! ([`copy::apply_all`]).
 //!
 //! Credentials are each registry's own: `HOIST_REGISTRY_USER_<HOST>`, the
 //! Docker config, or for ECR the AWS credentials with the destination's

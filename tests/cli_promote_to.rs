@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::docker::{Registry, RegistryOptions, http_request, http_send_bytes, require_engine};
+use common::docker::{Registry, RegistryOptions, http_request, require_engine};
 use common::monorepo::{IMAGES, Monorepo, PREFIX, Run, repository};
 use common::proxy::{FaultProxy, Request, Verdict};
 use std::sync::Arc;
@@ -37,43 +37,6 @@ fn setup(commits: usize) -> Option<(Monorepo, Registry, Registry, Vec<String>)> 
         shas.push(sha);
     }
     Some((repo, source, dest, shas))
-}
-
-/// Puts `bytes` into `registry`'s `repo` as the blob `digest` (one POST,
-/// one PUT), with the registry's own login.
-fn upload_blob(registry: &Registry, repo: &str, digest: &str, bytes: &[u8]) {
-    let auth = registry.credentials();
-    let (status, head, _) = http_send_bytes(
-        registry.addr(),
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        auth,
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(status, 202, "{head}");
-    let location = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("location")
-                .then(|| value.trim().to_string())
-        })
-        .unwrap();
-    let origin = format!("http://{}", registry.addr());
-    let path = location.strip_prefix(&origin).unwrap_or(&location);
-    let separator = if path.contains('?') { '&' } else { '?' };
-    let (status, head, _) = http_send_bytes(
-        registry.addr(),
-        "PUT",
-        &format!("{path}{separator}digest={digest}"),
-        auth,
-        &[("Content-Type", "application/octet-stream")],
-        bytes,
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{head}");
 }
 
 /// `HOIST_REGISTRY_USER_<HOST>`-style names for `addr`.
@@ -201,7 +164,10 @@ fn images_are_copied_digest_for_digest_latest_moves_there_and_a_rerun_copies_not
         .as_str()
         .unwrap()
         .to_string();
-    upload_blob(&dest, &platform, &held, &source.blob(&platform, &held));
+    assert_eq!(
+        dest.upload_blob(&platform, &source.blob(&platform, &held)),
+        held
+    );
     let log = dest.log().len();
     let next = promote_to(&repo, source.addr(), dest.addr(), &[b]);
     assert_eq!(next.code(), Some(0), "{}", next.describe());

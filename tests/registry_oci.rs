@@ -127,38 +127,6 @@ fn http(
     (status, headers, response[split + 4..].to_vec())
 }
 
-/// Uploads a blob (monolithic: POST, then PUT with the digest); returns
-/// its digest.
-fn upload_blob(registry: &TestRegistry, repo: &str, bytes: &[u8]) -> String {
-    let auth = registry.credentials();
-    let (status, headers, body) = http(
-        registry.addr(),
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        auth,
-        &[],
-        b"",
-    );
-    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
-    let location = &headers["location"];
-    let location = location
-        .strip_prefix(&registry.url())
-        .unwrap_or(location)
-        .to_string();
-    let digest = digest_of(bytes);
-    let separator = if location.contains('?') { '&' } else { '?' };
-    let (status, _, body) = http(
-        registry.addr(),
-        "PUT",
-        &format!("{location}{separator}digest={digest}"),
-        auth,
-        &[("Content-Type", "application/octet-stream")],
-        bytes,
-    );
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    digest
-}
-
 /// PUTs a manifest's bytes; returns the digest the registry reports.
 fn upload_manifest(
     registry: &TestRegistry,
@@ -209,9 +177,9 @@ fn seed(
     media_type: &str,
 ) -> Seeded {
     let config = config(revision);
-    let config_digest = upload_blob(registry, repo, &config);
+    let config_digest = registry.upload_blob(repo, &config);
     let layer = format!("layer of {repo} {revision:?}").into_bytes();
-    let layer_digest = upload_blob(registry, repo, &layer);
+    let layer_digest = registry.upload_blob(repo, &layer);
     let (config_type, layer_type) = if media_type == OCI_MANIFEST {
         (
             "application/vnd.oci.image.config.v1+json",

@@ -474,6 +474,39 @@ impl Registry {
         Ok((status, body))
     }
 
+    /// Uploads `bytes` as a blob of `repo` (monolithic: POST, then PUT
+    /// with the digest), with the registry's own login; returns its digest.
+    /// Panics unless the registry answers 202, then 201.
+    pub fn upload_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let auth = self.credentials();
+        let path = format!("/v2/{repo}/blobs/uploads/");
+        let (status, head, _) = http_send_bytes(&self.addr, "POST", &path, auth, &[], b"")
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        assert_eq!(status, 202, "POST {path}: {head}");
+        let location = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("location")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("POST {path} gave no Location: {head}"));
+        let location = location.strip_prefix(&self.url()).unwrap_or(&location);
+        let digest = hoist::registry::digest_of(bytes);
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let (status, head, _) = http_send_bytes(
+            &self.addr,
+            "PUT",
+            &format!("{location}{separator}digest={digest}"),
+            auth,
+            &[("Content-Type", "application/octet-stream")],
+            bytes,
+        )
+        .unwrap_or_else(|e| panic!("PUT blob {digest} of {repo}: {e}"));
+        assert_eq!(status, 201, "PUT blob {digest} of {repo}: {head}");
+        digest
+    }
+
     /// The bytes of the blob `digest` of `repo` (asked with the registry's
     /// own credentials); panics unless the registry answers 200.
     pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
@@ -596,7 +629,7 @@ fn http_send(
 }
 
 /// [`http_send`] with the answer's body as it came: (status, head, body).
-pub fn http_send_bytes(
+fn http_send_bytes(
     addr: &str,
     method: &str,
     path: &str,

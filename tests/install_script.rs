@@ -371,7 +371,7 @@ fn a_cached_version_installs_without_a_request() {
     let repository = release.forge.repository();
     let env = [
         ("HOIST_REPOSITORY", repository.as_str()),
-        ("HOIST_CACHE_DIR", cache.to_str().unwrap()),
+        ("HOIST_INSTALL_CACHE", cache.to_str().unwrap()),
         ("HOIST_VERSION", "v9.9.9"),
     ];
     let first = release.path("first");
@@ -433,7 +433,7 @@ fn a_checksum_mismatch_installs_nothing() {
         "--to",
         bin.to_str().unwrap(),
     ];
-    let env = [("HOIST_CACHE_DIR", cache.to_str().unwrap())];
+    let env = [("HOIST_INSTALL_CACHE", cache.to_str().unwrap())];
     let out = install(&args, &env);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -530,7 +530,7 @@ fn wget_serves_where_curl_is_missing() {
         ],
         &[
             ("PATH", path.to_str().unwrap()),
-            ("HOIST_CACHE_DIR", cache.to_str().unwrap()),
+            ("HOIST_INSTALL_CACHE", cache.to_str().unwrap()),
         ],
     );
     let err = stderr(&out);
@@ -545,7 +545,7 @@ fn wget_serves_where_curl_is_missing() {
 fn bad_usage_is_exit_2() {
     let scratch = tempfile::tempdir().unwrap();
     let (bin, cache) = (scratch.path().join("bin"), scratch.path().join("cache"));
-    let env = [("HOIST_CACHE_DIR", cache.to_str().unwrap())];
+    let env = [("HOIST_INSTALL_CACHE", cache.to_str().unwrap())];
     let to = ["--to", bin.to_str().unwrap()];
 
     let out = install(&to, &env);
@@ -578,7 +578,7 @@ fn bad_usage_is_exit_2() {
         "HOIST_REPOSITORY",
         "HOIST_INSTALL_DIR",
         "HOIST_TARGET",
-        "HOIST_CACHE_DIR",
+        "HOIST_INSTALL_CACHE",
         "HOIST_SOURCE",
         "Exit codes:",
     ] {
@@ -621,7 +621,7 @@ fn a_target_without_an_asset_is_built_with_cargo() {
         ),
     ];
     for (args, mut env, builds) in cases {
-        env.push(("HOIST_CACHE_DIR", cache.to_str().unwrap()));
+        env.push(("HOIST_INSTALL_CACHE", cache.to_str().unwrap()));
         let out = install(&[&common[..], &args].concat(), &env);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{err}");
@@ -668,7 +668,7 @@ fn a_missing_asset_falls_back_to_cargo() {
             bin.to_str().unwrap(),
         ],
         &[
-            ("HOIST_CACHE_DIR", cache.to_str().unwrap()),
+            ("HOIST_INSTALL_CACHE", cache.to_str().unwrap()),
             ("HOIST_SOURCE", source.to_str().unwrap()),
         ],
     );

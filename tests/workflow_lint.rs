@@ -181,6 +181,15 @@ fn the_shell_scripts_pass_shellcheck() {
     .into_iter()
     .map(PathBuf::from)
     .collect();
+    // The workflows and the README run them as commands.
+    for script in scripts.iter().filter(|s| !s.starts_with("scripts/lib")) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root().join(script))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "{}: chmod +x", script.display());
+    }
     let Some(out) = lint("shellcheck", &["--external-sources"], &scripts) else {
         return;
     };

@@ -576,14 +576,7 @@ fn retag(addr: &str, repo: &str, digest: &str, tag: &str) {
     )
     .unwrap();
     assert_eq!(status, 200, "{head}");
-    let media_type = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-type")
-                .then(|| value.trim().to_string())
-        })
-        .unwrap();
+    let media_type = common::docker::header(&head, "content-type").unwrap();
     let (status, head, _) = common::docker::http_put(
         addr,
         &format!("/v2/{repo}/manifests/{tag}"),
@@ -818,14 +811,7 @@ fn push_blob(addr: &str, repo: &str, bytes: &[u8]) -> String {
     )
     .unwrap();
     assert_eq!(status, 202, "{head}");
-    let location = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("location")
-                .then(|| value.trim().to_string())
-        })
-        .unwrap();
+    let location = common::docker::header(&head, "location").unwrap();
     let path = location
         .strip_prefix(&format!("http://{addr}"))
         .unwrap_or(&location);

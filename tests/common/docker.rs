@@ -483,13 +483,7 @@ impl Registry {
         let (status, head, _) = http_send_bytes(&self.addr, "POST", &path, auth, &[], b"")
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         assert_eq!(status, 202, "POST {path}: {head}");
-        let location = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("location")
-                    .then(|| value.trim().to_string())
-            })
+        let location = header(&head, "location")
             .unwrap_or_else(|| panic!("POST {path} gave no Location: {head}"));
         let location = location.strip_prefix(&self.url()).unwrap_or(&location);
         let digest = hoist::registry::digest_of(bytes);
@@ -563,11 +557,7 @@ impl Registry {
             return None;
         }
         assert_eq!(status, 200, "HEAD manifest {repo}:{reference}: {head}");
-        head.lines().find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("docker-content-digest")
-                .then(|| value.trim().to_string())
-        })
+        header(&head, "docker-content-digest")
     }
 }
 
@@ -585,6 +575,16 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The value of header `name` (any case) in a response head as
+/// `http_request` returns it, trimmed.
+pub fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        key.eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
 }
 
 /// One raw HTTP/1.0 request to `addr` (no chunked answers, the connection
